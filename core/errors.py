@@ -1,0 +1,9 @@
+"""The one exception type users see: its message is a complete, one-line explanation."""
+
+
+class SLMError(Exception):
+    """A mistake or condition the user can act on; the CLI prints it as one line and exits non-zero."""
+
+
+class Cancelled(SLMError):
+    """Long work (tokenizer training, encoding) stopped because its cancel token was set."""

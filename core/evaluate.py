@@ -1,0 +1,96 @@
+"""Held-out evaluation: loss, perplexity and bits per byte.
+
+Bits per byte divides the summed loss (in bits) by the UTF-8 bytes the target tokens stand for, so
+it does not depend on the tokenizer: runs with different vocabularies compare. Special tokens carry
+no bytes and are left out of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import SLMError
+from core.model import GPT
+from core.tokenizer import Tokenizer
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean nats per token
+    ppl: float
+    bpb: float
+    tokens: int
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate_tokens(
+    model: GPT,
+    tokens: np.ndarray,
+    byte_lengths: torch.Tensor,
+    batch_size: int,
+    max_tokens: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> EvalResult:
+    """Score consecutive windows of `tokens` (each predicts `context` next tokens) from the start."""
+    context = model.config.context
+    device = next(model.parameters()).device
+    n = len(tokens)
+    if n < 2:
+        raise SLMError("too little text to evaluate: it needs at least two tokens")
+    span = min(context, n - 1)
+    targets_wanted = min(max_tokens or n, n - 1)
+    starts = list(range(0, n - 1, span))
+    starts = [s for s in starts if s + span < n][: max(1, math.ceil(targets_wanted / span))] or [0]
+    was_training = model.training
+    model.eval()
+    nats, count, text_nats, text_bytes = 0.0, 0, 0.0, 0
+    byte_lengths = byte_lengths.to(device)
+    try:
+        for i in range(0, len(starts), batch_size):
+            rows = np.stack([np.asarray(tokens[s : s + span + 1], dtype=np.int64) for s in starts[i : i + batch_size]])
+            batch = torch.from_numpy(rows).to(device)
+            x, y = batch[:, :-1], batch[:, 1:]
+            with autocast(device, amp_dtype):
+                _, losses = model(x, y, reduction="none")
+            losses = losses.float().view(-1)
+            y = y.reshape(-1)
+            weights = byte_lengths[y]
+            nats += float(losses.sum())
+            count += y.numel()
+            text_nats += float((losses * (weights > 0)).sum())
+            text_bytes += int(weights.sum())
+    finally:
+        model.train(was_training)
+    loss = nats / count
+    bpb = text_nats / math.log(2) / max(text_bytes, 1)
+    return EvalResult(loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=bpb, tokens=count)
+
+
+def evaluate_file(
+    model: GPT, tokenizer: Tokenizer, path: Path, batch_size: int = 8, max_tokens: int | None = None
+) -> EvalResult:
+    """Evaluate a model on a UTF-8 text file (the whole file unless `max_tokens` is given)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SLMError(f"{path} does not exist") from None
+    except UnicodeDecodeError:
+        raise SLMError(f"{path} is not UTF-8 text") from None
+    ids = tokenizer.encode(text)
+    if tokenizer.eot_id is not None:
+        ids = [tokenizer.eot_id, *ids]  # the start of a document, as in training
+    return evaluate_tokens(
+        model, np.asarray(ids, dtype=np.int64), torch.tensor(tokenizer.byte_lengths()), batch_size, max_tokens
+    )

@@ -1,0 +1,234 @@
+"""Text generation: sampling settings, a KV-cached token loop, and a streaming text iterator.
+
+`Generator` owns a model and its tokenizer. `Generator.stream(prompt, settings)` returns a
+`Generation`: iterate it for text pieces as they are produced (never a split UTF-8 character); its
+`finish_reason`, `truncated` and `new_tokens` tell what happened. The chat pane, `slm generate` and
+sample text during training all use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from core.checkpoint import Checkpoint, load_checkpoint, load_weights
+from core.errors import SLMError
+from core.model import GPT, KVCache
+from core.tokenizer import Tokenizer
+
+
+@dataclass
+class SamplingSettings:
+    """How to pick each next token. temperature 0 is greedy; top_k 0 and top_p 1 switch those off."""
+
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    max_tokens: int = 200
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (self.top_k >= 0, "top_k must be >= 0"),
+            (0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (self.max_tokens >= 0, "max_tokens must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SLMError(f"invalid sampling setting: {message}")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` prefers CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SLMError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SLMError("device cuda was asked for but this torch has no CUDA GPU available")
+    return device
+
+
+def sample_next(
+    logits: torch.Tensor, settings: SamplingSettings, history: torch.Tensor | None, generator: torch.Generator
+) -> int:
+    """Pick one token id from the last position's logits (a 1-D tensor over the vocabulary)."""
+    logits = logits.float().clone()
+    if settings.repetition_penalty != 1.0 and history is not None and history.numel():
+        seen = torch.unique(history)
+        scores = logits[seen]
+        logits[seen] = torch.where(
+            scores > 0, scores / settings.repetition_penalty, scores * settings.repetition_penalty
+        )
+    if settings.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / settings.temperature
+    if settings.top_k and settings.top_k < logits.numel():
+        kth = torch.topk(logits, settings.top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    if settings.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > settings.top_p
+        sorted_probs[outside] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+class Generation:
+    """An iterator of text pieces, with what happened once it is exhausted."""
+
+    def __init__(self, pieces: Callable[[Generation], Iterator[str]]) -> None:
+        self.finish_reason = ""  # length | stop | eot | cancelled | context
+        self.truncated = 0  # prompt tokens dropped from the left to fit the context
+        self.prompt_tokens = 0
+        self.new_tokens = 0
+        self._pieces = pieces(self)
+
+    def __iter__(self) -> Iterator[str]:
+        return self._pieces
+
+    def text(self) -> str:
+        return "".join(self)
+
+
+class Generator:
+    """A model ready to generate: owns the weights, tokenizer and device."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.stop_ids = {tokenizer.eot_id} if tokenizer.eot_id is not None else set()
+        self.checkpoint: Checkpoint | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str = "auto") -> Generator:
+        ckpt = load_checkpoint(path)
+        model = GPT(ckpt.config)
+        load_weights(model, ckpt.state, path)
+        generator = cls(model, ckpt.tokenizer, pick_device(device))
+        generator.checkpoint = ckpt
+        return generator
+
+    # -- token loop ----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def token_ids(
+        self,
+        prompt: list[int],
+        settings: SamplingSettings,
+        cancelled: Callable[[], bool] | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[int]:
+        """Yield new token ids. Past the context, the cache keeps the newest half and goes on."""
+        ctx = self.config.context
+        ids = list(prompt) or [self.tokenizer.eot_id or 0]
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(settings.seed if settings.seed is not None else torch.seed() % 2**63)
+        dtype = next(self.model.parameters()).dtype
+        cache = KVCache(self.config, 1, ctx, self.device, dtype) if use_cache else None
+        logits = self._forward(ids[-ctx:], cache)
+        for _ in range(settings.max_tokens):
+            if cancelled is not None and cancelled():
+                return
+            history = torch.tensor(ids[-ctx:]) if settings.repetition_penalty != 1.0 else None
+            token = sample_next(logits.cpu(), settings, history, generator)
+            yield token
+            if token in self.stop_ids:
+                return
+            ids.append(token)
+            if cache is None:
+                logits = self._forward(ids[-ctx:], None)
+            elif cache.pos >= ctx:  # full: restart from the newest half of the context
+                cache.reset()
+                logits = self._forward(ids[-(ctx // 2) :], cache)
+            else:
+                logits = self._forward([token], cache)
+
+    def _forward(self, ids: list[int], cache: KVCache | None) -> torch.Tensor:
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)
+        logits, _ = self.model(idx, cache=cache)
+        return logits[0, -1]
+
+    # -- text ----------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt: str | list[int],
+        settings: SamplingSettings | None = None,
+        cancelled: Callable[[], bool] | None = None,
+        use_cache: bool = True,
+    ) -> Generation:
+        """Stream the continuation of `prompt` as text pieces (see `Generation`)."""
+        settings = settings or SamplingSettings()
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        keep = self.config.context - 1
+
+        def pieces(gen: Generation) -> Iterator[str]:
+            prompt_ids = ids
+            if len(prompt_ids) > keep:
+                gen.truncated = len(prompt_ids) - keep
+                prompt_ids = prompt_ids[-keep:]
+            gen.prompt_tokens = len(prompt_ids)
+            decoder = self.tokenizer.stream_decoder()
+            hold = max((len(s) for s in settings.stop), default=1) - 1
+            pending = ""
+            gen.finish_reason = "length"
+            for token in self.token_ids(prompt_ids, settings, cancelled, use_cache):
+                if token in self.stop_ids:
+                    gen.finish_reason = "eot"
+                    break
+                gen.new_tokens += 1
+                pending += decoder.push(token)
+                cut = _find_stop(pending, settings.stop)
+                if cut is not None:
+                    gen.finish_reason = "stop"
+                    if pending[:cut]:
+                        yield pending[:cut]
+                    return
+                if len(pending) > hold:
+                    yield pending[: len(pending) - hold]
+                    pending = pending[len(pending) - hold :]
+            else:
+                if cancelled is not None and cancelled():
+                    gen.finish_reason = "cancelled"
+            pending += decoder.flush()
+            cut = _find_stop(pending, settings.stop)
+            if cut is not None:
+                gen.finish_reason = "stop"
+                pending = pending[:cut]
+            if pending:
+                yield pending
+
+        return Generation(pieces)
+
+    def generate(self, prompt: str | list[int], settings: SamplingSettings | None = None) -> str:
+        return self.stream(prompt, settings).text()
+
+    def samples(self, prompt: str, settings: SamplingSettings, n: int) -> list[str]:
+        """`n` independent continuations (seeds seed, seed+1, ... when a seed is set)."""
+        outs = []
+        for i in range(n):
+            seed = None if settings.seed is None else settings.seed + i
+            outs.append(self.generate(prompt, replace(settings, seed=seed)))
+        return outs
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    hits = [i for s in stops if s and (i := text.find(s)) >= 0]
+    return min(hits) if hits else None

@@ -1,0 +1,245 @@
+"""The GPT: a decoder-only transformer, read top to bottom.
+
+Modern parts, each kept plain: RMSNorm, rotary position embeddings (RoPE, rotate-half layout as in
+Llama), grouped-query attention through `F.scaled_dot_product_attention` (flash kernels where the
+device has them), a SwiGLU MLP, no biases, optionally tied input/output embeddings, a KV cache for
+generation and optional gradient checkpointing. The layout maps one to one onto Hugging Face's
+`LlamaForCausalLM`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from core.config import ModelConfig, TrainConfig
+from core.optim import Muon
+
+# --- rotary position embeddings -----------------------------------------------------------------
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of shape (length, head_dim // 2)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + d/2) of x (batch, time, heads, head_dim) by position-dependent angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).type_as(x)
+
+
+# --- RMSNorm ------------------------------------------------------------------------------------
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """x / rms(x) * weight with a hand-written backward: half the kernels of autograd's on CPU."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        rstd = torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True).add_(eps))
+        normed = (x * rstd).type_as(x)
+        ctx.save_for_backward(normed, rstd, weight)
+        return normed * weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normed, rstd, weight = ctx.saved_tensors
+        g = grad * weight
+        dx = (g - normed * (g * normed).mean(-1, keepdim=True)) * rstd
+        dweight = (grad * normed).reshape(-1, grad.shape[-1]).sum(0)
+        return dx.type_as(grad), dweight.type_as(weight), None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _RMSNormFunction.apply(x, self.weight, self.eps)
+
+
+# --- KV cache -----------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, per layer, so each new token costs one step."""
+
+    def __init__(self, config: ModelConfig, batch: int, length: int, device, dtype) -> None:
+        shape = (config.n_layer, batch, config.n_kv_head, length, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # number of positions filled
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[3]
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (batch, kv_heads, time, head_dim) after the filled part; return all so far."""
+        end = self.pos + k.shape[2]
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+# --- the transformer ----------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, config.head_dim
+        self.qkv = nn.Linear(config.n_embd, (config.n_head + 2 * config.n_kv_head) * config.head_dim, bias=False)
+        self.proj = nn.Linear(config.n_head * config.head_dim, config.n_embd, bias=False)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
+        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos, sin)  # q and k in one rotation
+        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
+        v = qkv[:, :, self.n_head + self.n_kv_head :]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        mask, causal = None, True
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.update(self.layer, k, v)
+            if past > 0:  # queries sit at the end of the keys: causal alignment is bottom-right
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)), with gate and up computed by one matrix."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(config.n_embd, 2 * config.mlp_hidden, bias=False)
+        self.down = nn.Linear(config.mlp_hidden, config.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.attn = Attention(config, layer)
+        self.mlp_norm = RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = RMSNorm(config.n_embd, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rope_tables(config.head_dim, config.context, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.grad_checkpoint = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layer)."""
+        std = 0.02
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+            else:
+                nn.init.normal_(p, mean=0.0, std=std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        reduction: str = "mean",
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Logits for `idx` (batch, time); with `targets`, also the cross-entropy loss.
+
+        Targets of -1 are ignored. Without targets only the last position's logits are computed.
+        """
+        T = idx.shape[1]
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.context:
+            raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.context}")
+        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        x = self.drop(self.embed(idx))
+        for block in self.blocks:
+            if self.grad_checkpoint and self.training:
+                x = checkpoint(block, x, cos, sin, None, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache)
+        if cache is not None:
+            cache.pos += T
+        x = self.norm(x)
+        if targets is None:
+            return self.lm_head(x[:, -1:, :]).float(), None
+        logits = self.lm_head(x).float()
+        loss = F.cross_entropy(
+            logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=reduction
+        )
+        return logits, loss
+
+    def optimizers(self, train: TrainConfig, device_type: str) -> list[torch.optim.Optimizer]:
+        """AdamW with weight decay on matrices only; with `muon`, Muon takes the hidden matrices."""
+        hidden = [p for n, p in self.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
+        embeddings = [p for n, p in self.named_parameters() if p.dim() == 2 and not n.startswith("blocks.")]
+        vectors = [p for p in self.parameters() if p.dim() < 2]
+        fused = device_type in ("cuda", "cpu")
+        adam_kw = dict(lr=train.lr, betas=(train.beta1, train.beta2), eps=1e-8, fused=fused)
+        if train.optimizer == "muon":
+            muon = Muon(hidden, lr=train.muon_lr, weight_decay=train.weight_decay)
+            adamw = torch.optim.AdamW(
+                [{"params": embeddings, "weight_decay": 0.0}, {"params": vectors, "weight_decay": 0.0}], **adam_kw
+            )
+            return [adamw, muon]
+        groups = [
+            {"params": hidden, "weight_decay": train.weight_decay},
+            {"params": embeddings + vectors, "weight_decay": 0.0},
+        ]
+        return [torch.optim.AdamW(groups, **adam_kw)]

@@ -1,0 +1,570 @@
+"""The Trainer: prepares a run (tokenizer, token files, model) and trains it.
+
+It runs in any thread, reports through a callback of events (`core.events`) that it also appends to
+`metrics.jsonl`, and obeys a `Control` (pause, resume, stop) from other threads. Resuming from
+`latest` restores weights, optimizer, RNG and data position, so on the CPU a resumed run is bit for
+bit the run that was never stopped (for runs limited by steps or tokens, not by minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from core import atomic
+from core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+    weights_for_saving,
+)
+from core.config import ModelConfig, TrainConfig, count_params, from_dict, load_json, to_dict
+from core.data import Corpus, TokenData, TokenFile, encode_corpus
+from core.errors import SLMError
+from core.evaluate import autocast, evaluate_tokens
+from core.events import (
+    CheckpointSaved,
+    Control,
+    EvalMetrics,
+    Notice,
+    Progress,
+    RunEnded,
+    RunStarted,
+    SampleText,
+    StateChanged,
+    StepMetrics,
+    event_to_dict,
+)
+from core.generate import Generator, SamplingSettings, pick_device
+from core.model import GPT
+from core.tokenizer import Tokenizer, train_tokenizer
+from core.workspace import Workspace
+
+EventFn = Callable[[Any], None]
+TOKENIZER_TRAIN_BYTES = 200 << 20  # tokenizers learn from at most this much of the training split
+
+
+def lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine or warmup-stable-decay to min_lr_ratio."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    if cfg.schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        start = 1.0 - cfg.decay_fraction
+        decay = 1.0 if progress < start else (1.0 - progress) / max(cfg.decay_fraction, 1e-9)
+    return warmup * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay)
+
+
+def amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for a precision setting; None means plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None  # CPUs without native bf16 run it ~100x slower; MPS is safest in fp32
+    if precision == "fp16" and device.type != "cuda":
+        raise SLMError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on this device")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class Batches:
+    """Random training windows, reproducible: the generator's state is the data position."""
+
+    def __init__(self, tokens: TokenFile, batch_size: int, context: int, seed: int, device: torch.device) -> None:
+        if tokens.tokens < context + 1:
+            raise SLMError(
+                f"the training split has only {tokens.tokens} tokens, fewer than the context ({context}) + 1: "
+                "add text or lower --context"
+            )
+        self.tokens, self.batch_size, self.context, self.device = tokens, batch_size, context, device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self.tokens.array()  # a fresh memmap each batch keeps memory flat (as nanoGPT does)
+        starts = torch.randint(len(data) - self.context, (self.batch_size,), generator=self.generator).numpy()
+        rows = np.stack([data[s : s + self.context + 1] for s in starts]).astype(np.int64)
+        batch = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        else:
+            batch = batch.to(self.device)
+        return batch[:, :-1], batch[:, 1:]
+
+
+def _oom_error(train: TrainConfig) -> SLMError:
+    return SLMError(
+        f"out of memory at batch size {train.batch_size}: lower --batch-size (raise --grad-accum to keep the "
+        "tokens per step), lower --context, add --grad-checkpoint, or pick a smaller --preset"
+    )
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class Trainer:
+    """One training run, new or resumed. Call `run()`; it returns the final `RunEnded` event."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        run: str,
+        model: ModelConfig,
+        train: TrainConfig,
+        on_event: EventFn | None = None,
+        control: Control | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.workspace = workspace
+        self.run_name = run
+        self.run_dir = workspace.run_dir(run)
+        self.model_config = model
+        self.cfg = train
+        self.on_event = on_event or (lambda event: None)
+        self.control = control or Control()
+        self.resume = resume
+        self._metrics_file = None
+        self.step = 0
+        self.tokens_seen = 0
+        self.elapsed = 0.0
+        self.best_val = math.inf
+        self.evals_since_best = 0
+        self.last_metrics: dict[str, float] = {}
+
+    @classmethod
+    def resume_run(
+        cls,
+        workspace: Workspace,
+        run: str,
+        overrides: dict[str, Any] | None = None,
+        on_event: EventFn | None = None,
+        control: Control | None = None,
+    ) -> Trainer:
+        """A Trainer that continues `run` from its latest checkpoint; `overrides` may change limits etc."""
+        run_dir = workspace.run_dir(run)
+        if not (run_dir / "run.json").exists():
+            raise SLMError(f"no run {run!r} in {workspace.checkpoints_dir} to resume")
+        saved = load_json(run_dir / "run.json")
+        model = from_dict(ModelConfig, saved["model"])
+        train = from_dict(TrainConfig, {**saved["train"], **(overrides or {})})
+        return cls(workspace, run, model, train, on_event, control, resume=True)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def emit(self, event: Any) -> None:
+        if self._metrics_file is not None and not isinstance(event, Progress):
+            self._metrics_file.write(json.dumps(event_to_dict(event)) + "\n")
+            self._metrics_file.flush()
+        self.on_event(event)
+
+    # -- preparation ---------------------------------------------------------------------------
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        self.emit(Progress(stage, done, total))
+
+    def _cancelled(self) -> bool:
+        return self.control.stopped
+
+    def prepare(self) -> None:
+        """Tokenizer, token files, model and optimizers: everything before the first step."""
+        cfg = self.cfg
+        if self.resume:
+            latest = self.run_dir / "latest"
+            self.parent_ckpt = load_checkpoint(latest, with_trainer=True)
+            self.tokenizer = self.parent_ckpt.tokenizer
+            self.run_info = load_json(self.run_dir / "run.json")
+        else:
+            if (self.run_dir / "run.json").exists():
+                raise SLMError(
+                    f"run {self.run_name!r} already exists: resume it with --resume {self.run_name} or choose another --name"
+                )
+            self.parent_ckpt = None
+            if cfg.init_from:
+                path = resolve_checkpoint(self.workspace, cfg.init_from)
+                self.parent_ckpt = load_checkpoint(path)
+                self.model_config = self.parent_ckpt.config
+        self.device = pick_device(cfg.device)
+        self.amp = amp_dtype(self.device, cfg.precision)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        corpus = Corpus.scan(self.workspace.data_dir, cfg.data, cfg.decode_errors, self._progress)
+        for problem in corpus.problems:
+            self.emit(Notice(f"skipped {problem.path}: {problem.error}", "warning"))
+        if not self.resume:
+            self.tokenizer = self._choose_tokenizer(corpus)
+            self._fit_vocab()
+        self.data: TokenData = encode_corpus(
+            corpus, self.tokenizer, self.workspace.cache_dir, cfg.val_fraction, cfg.split_seed,
+            self._progress, self._cancelled,
+        )  # fmt: skip
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(self.model_config).to(self.device)
+        self.model.grad_checkpoint = cfg.grad_checkpoint
+        if self.parent_ckpt is not None:
+            load_weights(self.model, self.parent_ckpt.state, self.parent_ckpt.path)
+        self.optimizers = self.model.optimizers(cfg, self.device.type)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.batches = Batches(self.data.train, cfg.batch_size, self.model_config.context, cfg.seed + 1, self.device)
+        self.byte_lengths = torch.tensor(self.tokenizer.byte_lengths())
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        if self.resume:
+            self._restore(self.parent_ckpt, corpus)
+        else:
+            self._start_run_folder(corpus)
+
+    def _choose_tokenizer(self, corpus: Corpus) -> Tokenizer:
+        cfg = self.cfg
+        named = Tokenizer.load(self.workspace.tokenizer_path(cfg.tokenizer)) if cfg.tokenizer else None
+        if self.parent_ckpt is not None:
+            if named is not None and named.hash != self.parent_ckpt.tokenizer.hash:
+                raise SLMError(
+                    f"tokenizer {cfg.tokenizer} does not match the tokenizer of {self.parent_ckpt.path}: "
+                    "fine-tuning must keep the checkpoint's tokenizer (leave --tokenizer out)"
+                )
+            return self.parent_ckpt.tokenizer
+        if named is not None:
+            return named
+        self.emit(Notice(f"training a {self.model_config.vocab_size}-token BPE tokenizer on the training split"))
+        self._progress("tokenizer", 0, 0)
+        budget = TOKENIZER_TRAIN_BYTES
+
+        def limited():
+            nonlocal budget
+            for text in corpus.texts("train", cfg.val_fraction, cfg.split_seed):
+                if budget <= 0:
+                    return
+                budget -= len(text)
+                yield text
+
+        tokenizer = train_tokenizer(
+            limited(), self.model_config.vocab_size, cfg.min_frequency, cancelled=self._cancelled
+        )
+        self._progress("tokenizer", 1, 1)
+        return tokenizer
+
+    def _fit_vocab(self) -> None:
+        """A fresh model takes the tokenizer's vocabulary size; a loaded one must already match it."""
+        size = self.tokenizer.vocab_size
+        if self.parent_ckpt is None and size != self.model_config.vocab_size:
+            if not self.cfg.tokenizer:
+                self.emit(Notice(f"the text supports only {size} tokens: the vocabulary is {size}", "warning"))
+            self.model_config = replace(self.model_config, vocab_size=size)
+
+    def _start_run_folder(self, corpus: Corpus) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = uuid.uuid4().hex
+        lineage = []
+        if self.parent_ckpt is not None:
+            lineage = [self.parent_ckpt.lineage_ref(), *self.parent_ckpt.meta.get("lineage", [])]
+        self.lineage = lineage
+        self.tokenizer.save(self.run_dir / "tokenizer.json")
+        self.run_info = {
+            "id": self.run_id,
+            "name": self.run_name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": to_dict(self.model_config),
+            "train": to_dict(self.cfg),
+            "params": count_params(self.model_config),
+            "tokenizer_hash": self.tokenizer.hash,
+            "data": self.data.describe(),
+            "lineage": lineage,
+        }
+        atomic.write_json(self.run_dir / "run.json", self.run_info)
+        atomic.write_text(self.run_dir / "metrics.jsonl", "")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _meta(self, kind: str) -> dict[str, Any]:
+        return {
+            "kind": kind,
+            "run": self.run_name,
+            "run_id": self.run_id,
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "model": to_dict(self.model_config),
+            "metrics": dict(self.last_metrics),
+            "lineage": self.lineage,
+        }
+
+    def save(self, kind: str) -> None:
+        meta = self._meta(kind)
+        trainer_tensors = None
+        if kind == "latest":
+            trainer_json, trainer_tensors = self._trainer_state()
+            meta["trainer"] = trainer_json
+        path = self.run_dir / kind
+        save_checkpoint(path, weights_for_saving(self.model), meta, self.tokenizer, trainer_tensors)
+        self.emit(CheckpointSaved(self.step, kind, str(path)))
+
+    def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        tensors: dict[str, torch.Tensor] = {
+            "rng.torch": torch.get_rng_state(),
+            "rng.data": self.batches.generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        optimizers = []
+        for i, opt in enumerate(self.optimizers):
+            state = opt.state_dict()
+            scalars: dict[str, dict[str, Any]] = {}
+            for pid, values in state["state"].items():
+                for key, value in values.items():
+                    if torch.is_tensor(value):
+                        tensors[f"opt{i}.{pid}.{key}"] = value.detach().cpu().contiguous()
+                    else:
+                        scalars.setdefault(str(pid), {})[key] = value
+            optimizers.append({"param_groups": state["param_groups"], "scalars": scalars})
+        return {
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "elapsed_s": self.elapsed,
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "evals_since_best": self.evals_since_best,
+            "optimizers": optimizers,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "corpus": self.data.corpus,
+        }, tensors
+
+    def _restore(self, ckpt: Checkpoint, corpus: Corpus) -> None:
+        meta, tensors = ckpt.meta, ckpt.trainer_tensors
+        state = meta.get("trainer") or {}
+        self.run_id = meta.get("run_id") or self.run_info.get("id")
+        self.lineage = meta.get("lineage", [])
+        self.step = int(state["step"])
+        self.tokens_seen = int(state["tokens_seen"])
+        self.elapsed = float(state["elapsed_s"])
+        self.best_val = state["best_val_loss"] if state.get("best_val_loss") is not None else math.inf
+        self.evals_since_best = int(state.get("evals_since_best", 0))
+        self.last_metrics = dict(meta.get("metrics", {}))
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise SLMError("the checkpoint was trained with another optimizer: resume with the same --optimizer")
+        for i, (opt, saved) in enumerate(zip(self.optimizers, state["optimizers"], strict=True)):
+            per_param: dict[int, dict[str, Any]] = {}
+            for name, tensor in tensors.items():
+                if name.startswith(f"opt{i}."):
+                    _, pid, key = name.split(".", 2)
+                    per_param.setdefault(int(pid), {})[key] = tensor  # load_state_dict places it
+            for pid, values in saved["scalars"].items():
+                per_param.setdefault(int(pid), {}).update(values)
+            opt.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.batches.generator.set_state(tensors["rng.data"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        if state.get("corpus") and state["corpus"] != corpus.fingerprint():
+            self.emit(Notice("the data changed since this run was saved: resuming on the new data", "warning"))
+        self._trim_metrics()
+
+    def _trim_metrics(self) -> None:
+        """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
+        path = self.run_dir / "metrics.jsonl"
+        kept = []
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("step", 0) <= self.step and record.get("event") != "RunEnded":
+                    kept.append(line + "\n")
+        atomic.write_text(path, "".join(kept))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def progress(self) -> float:
+        cfg = self.cfg
+        parts = [self.step / cfg.max_steps]
+        if cfg.max_tokens:
+            parts.append(self.tokens_seen / cfg.max_tokens)
+        if cfg.max_minutes:
+            parts.append(self.elapsed / (cfg.max_minutes * 60))
+        return max(parts)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.grad_accum * self.model_config.context
+
+    def run(self) -> RunEnded:
+        """Prepare and train until a limit, early stopping, a stop request or an error."""
+        self.prepare()
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+            self._metrics_file = metrics
+            try:
+                return self._run_loop()
+            finally:
+                self._metrics_file = None
+
+    def _run_loop(self) -> RunEnded:
+        self.emit(
+            RunStarted(
+                run=self.run_name,
+                run_dir=str(self.run_dir),
+                params=count_params(self.model_config),
+                device=str(self.device),
+                precision=str(self.amp).replace("torch.", "") if self.amp else "fp32",
+                max_steps=self.cfg.max_steps,
+                train_tokens=self.data.train.tokens,
+                val_tokens=self.data.val.tokens,
+                tokens_per_step=self.tokens_per_step,
+                start_step=self.step,
+                config={"model": to_dict(self.model_config), "train": to_dict(self.cfg)},
+            )
+        )
+        try:
+            end = self._loop()
+        except BaseException as e:
+            reason = "nan" if "the loss became" in str(e) else "error"
+            self.emit(RunEnded(self.step, reason, self._best(), str(e) or type(e).__name__))
+            raise
+        self.emit(end)
+        return end
+
+    def _loop(self) -> RunEnded:
+        cfg = self.cfg
+        step_time = None
+        while self.progress() < 1.0:
+            if self.control.paused:
+                self._pause()
+            if self.control.stopped:
+                self.save("latest")
+                return RunEnded(self.step, "stopped", self._best(), "stopped on request; resume with --resume")
+            t0 = time.perf_counter()
+            loss, grad_norm, lr = self._step()
+            self.step += 1
+            self.tokens_seen += self.tokens_per_step
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+            progress = self.progress()
+            self.last_metrics["train_loss"] = loss
+            self.emit(
+                StepMetrics(
+                    step=self.step,
+                    loss=loss,
+                    lr=lr,
+                    tokens_seen=self.tokens_seen,
+                    tokens_per_s=self.tokens_per_step / step_time,
+                    elapsed_s=self.elapsed,
+                    progress=min(progress, 1.0),
+                    eta_s=self.elapsed * (1 - progress) / progress if 0 < progress < 1 else 0.0,
+                    grad_norm=grad_norm,
+                )
+            )
+            done = progress >= 1.0
+            if self.step % cfg.eval_interval == 0 or done:
+                t1 = time.perf_counter()
+                stop_early = self._eval()
+                if self.step % cfg.sample_interval == 0 or done:
+                    self._sample()
+                self.elapsed += time.perf_counter() - t1
+                if stop_early:
+                    self._finish()
+                    return RunEnded(
+                        self.step, "early_stop", self._best(), f"no better val loss in {cfg.patience} evals"
+                    )
+            if self.step % cfg.checkpoint_interval == 0 and not done:
+                self.save("latest")
+        self._finish()
+        return RunEnded(self.step, "finished", self._best())
+
+    def _best(self) -> float | None:
+        return None if math.isinf(self.best_val) else self.best_val
+
+    def _finish(self) -> None:
+        self.save("latest")
+        self.save("final")
+
+    def _pause(self) -> None:
+        self.emit(StateChanged(self.step, "paused"))
+        while self.control.paused and not self.control.stopped:
+            self.control.wait_while_paused(0.2)
+        if not self.control.stopped:
+            self.emit(StateChanged(self.step, "running"))
+
+    def _step(self) -> tuple[float, float, float]:
+        cfg = self.cfg
+        lr = cfg.lr * lr_factor(self.step, self.progress(), cfg)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                base = cfg.muon_lr if isinstance(opt, torch.optim.Muon) else cfg.lr
+                group["lr"] = base * lr / cfg.lr
+        try:
+            total = torch.zeros((), device=self.device)
+            for _ in range(cfg.grad_accum):
+                x, y = self.batches.next()
+                with autocast(self.device, self.amp):
+                    _, loss = self.train_model(x, y)
+                loss = loss / cfg.grad_accum
+                total += loss.detach()
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_value = float(total)
+            if not math.isfinite(loss_value):
+                raise SLMError(
+                    f"the loss became {loss_value} at step {self.step + 1}: lower --lr or use --precision fp32; "
+                    "the last good checkpoint is latest"
+                )
+            if self.scaler:
+                for opt in self.optimizers:
+                    self.scaler.unscale_(opt)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf))
+            for opt in self.optimizers:
+                if self.scaler:
+                    self.scaler.step(opt)
+                else:
+                    opt.step()
+            if self.scaler:
+                self.scaler.update()
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+        except SLMError:
+            raise
+        except Exception as e:
+            if _is_oom(e):
+                raise _oom_error(cfg) from None
+            raise
+        return loss_value, grad_norm, lr
+
+    def _eval(self) -> bool:
+        """Evaluate on the validation split; save `best` on improvement; True means stop early."""
+        result = evaluate_tokens(
+            self.model, self.data.val.array(), self.byte_lengths, self.cfg.batch_size, self.cfg.eval_tokens, self.amp
+        )
+        improved = result.loss < self.best_val
+        if improved:
+            self.best_val = result.loss
+            self.evals_since_best = 0
+        else:
+            self.evals_since_best += 1
+        self.last_metrics.update(val_loss=result.loss, val_ppl=result.ppl, val_bpb=result.bpb)
+        self.emit(EvalMetrics(self.step, result.loss, result.ppl, result.bpb, self.best_val, self.elapsed))
+        if improved:
+            self.save("best")
+        return self.cfg.patience is not None and self.evals_since_best >= self.cfg.patience
+
+    def _sample(self) -> None:
+        generator = Generator(self.model, self.tokenizer, self.device)
+        settings = SamplingSettings(temperature=0.8, top_k=50, max_tokens=self.cfg.sample_tokens, seed=self.step)
+        text = generator.generate([self.tokenizer.eot_id or 0], settings)
+        self.model.train()
+        self.emit(SampleText(self.step, text))
+
+
+def default_run_name(preset_name: str) -> str:
+    return f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"

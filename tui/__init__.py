@@ -1,0 +1,1 @@
+"""The SLM Studio terminal app and the `slm` command line."""
