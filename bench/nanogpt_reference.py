@@ -1,7 +1,7 @@
 """A plain nanoGPT-style model (karpathy/nanoGPT's model.py, trimmed): the baseline for benchmarks.
 
-LayerNorm with bias, GELU MLP, learned absolute positions, fused QKV, SDPA attention, tied embeddings,
-AdamW (fused where available), exactly as nanoGPT trains its CPU "baby" run.
+As nanoGPT trains its CPU "baby" run (`bias=False`, `compile=False`): LayerNorm, GELU MLP, learned
+absolute positions, fused QKV, SDPA attention, tied embeddings, AdamW fused only on CUDA.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torch import nn
 class CausalSelfAttention(nn.Module):
     def __init__(self, n_embd: int, n_head: int) -> None:
         super().__init__()
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
-        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=False)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=False)
         self.n_head = n_head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -31,11 +31,11 @@ class CausalSelfAttention(nn.Module):
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(n_embd)
+        self.ln_1 = nn.LayerNorm(n_embd, bias=False)
         self.attn = CausalSelfAttention(n_embd, n_head)
-        self.ln_2 = nn.LayerNorm(n_embd)
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+        self.ln_2 = nn.LayerNorm(n_embd, bias=False)
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=False)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -48,7 +48,7 @@ class ReferenceGPT(nn.Module):
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(context, n_embd)
         self.h = nn.ModuleList(Block(n_embd, n_head) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(n_embd)
+        self.ln_f = nn.LayerNorm(n_embd, bias=False)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight
         for name, p in self.named_parameters():
@@ -66,8 +66,8 @@ class ReferenceGPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
 
-    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+    def optimizer(self, lr: float, device_type: str = "cpu") -> torch.optim.Optimizer:
         decay = [p for p in self.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=True)
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), fused=device_type == "cuda")

@@ -1,11 +1,12 @@
 """Speed, side by side in one run: our training step vs a nanoGPT-style reference, KV cache on/off.
 
-    python bench/train_speed.py [--rounds 5] [--steps 40]
+    python bench/train_speed.py [--rounds 5] [--steps 40] [--compile]
 
 Training: 4 layers, 4 heads, 128 wide, context 64, batch 12 (nanoGPT's CPU "baby" shape), the same
-vocabulary for both. Ours is the real `Trainer` step (data from a memmap, AdamW, clipping); the
+vocabulary for both (tied embeddings, as nanoGPT). Ours is the real `Trainer` step (data from a memmap, AdamW, clipping); the
 reference is nanoGPT's model and loop. Rounds alternate between the two and the median is reported,
-so machine noise hits both alike. Generation: 500 new tokens, greedy, with and without the KV cache.
+so machine noise hits both alike. Generation: 500 new tokens, greedy, with and without the KV cache,
+for that shape and for the `small` preset, with all threads and with one.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.nanogpt_reference import ReferenceGPT
-from core.config import ModelConfig, TrainConfig
+from core.config import ModelConfig, TrainConfig, preset
 from core.generate import Generator, SamplingSettings
 from core.model import GPT
 from core.tokenizer import train_tokenizer
@@ -60,15 +61,15 @@ def corpus_text() -> str:
     return "\n".join(" ".join(rng.choice(words, 12)) for _ in range(40000))
 
 
-def our_trainer(root: Path, vocab: int) -> Trainer:
+def our_trainer(root: Path, vocab: int, compile: bool) -> Trainer:
     ws = Workspace.resolve(root)
     ws.ensure()
-    (ws.data_dir / "corpus.txt").write_text(corpus_text(), encoding="utf-8")
-    tok = train_tokenizer([corpus_text()], vocab_size=vocab)
-    tok.save(root / "tokenizer.json")
+    if not (ws.data_dir / "corpus.txt").exists():
+        (ws.data_dir / "corpus.txt").write_text(corpus_text(), encoding="utf-8")
+        train_tokenizer([corpus_text()], vocab_size=vocab).save(root / "tokenizer.json")
     model = ModelConfig(vocab_size=vocab, **SHAPE)
-    train = TrainConfig(batch_size=BATCH, tokenizer=str(root / "tokenizer.json"), max_steps=10**9)
-    trainer = Trainer(ws, "bench", model, train)
+    train = TrainConfig(batch_size=BATCH, tokenizer=str(root / "tokenizer.json"), max_steps=10**9, compile=compile)
+    trainer = Trainer(ws, f"bench-{compile}", model, train)
     trainer.prepare()
     return trainer
 
@@ -76,10 +77,11 @@ def our_trainer(root: Path, vocab: int) -> Trainer:
 class Reference:
     """nanoGPT's training loop: get_batch from a memmap, forward, backward, clip, step."""
 
-    def __init__(self, tokens_path: Path, dtype: str, vocab: int) -> None:
+    def __init__(self, tokens_path: Path, dtype: str, vocab: int, compile: bool = False) -> None:
         torch.manual_seed(0)
         self.model = ReferenceGPT(vocab, SHAPE["context"], SHAPE["n_layer"], SHAPE["n_head"], SHAPE["n_embd"])
         self.opt = self.model.optimizer(1e-3)
+        self.forward = torch.compile(self.model) if compile else self.model
         self.path, self.dtype = tokens_path, dtype
 
     def get_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +94,7 @@ class Reference:
 
     def step(self) -> None:
         x, y = self.get_batch()
-        loss = self.model(x, y)
+        loss = self.forward(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
@@ -107,10 +109,10 @@ def timed(step, n: int) -> float:
     return n * BATCH * SHAPE["context"] / (time.perf_counter() - start)
 
 
-def generation_speed(vocab: int, new_tokens: int) -> tuple[float, float]:
+def generation_speed(config: ModelConfig, new_tokens: int) -> tuple[float, float]:
+    """Greedy tokens/s from a short prompt, with and without the KV cache."""
     torch.manual_seed(0)
-    tok = train_tokenizer([corpus_text()[:200_000]], vocab_size=vocab)
-    config = ModelConfig(vocab_size=vocab, **{**SHAPE, "context": 1024})
+    tok = train_tokenizer([corpus_text()[:200_000]], vocab_size=config.vocab_size)
     gen = Generator(GPT(config), tok)
     gen.stop_ids = set()
     settings = SamplingSettings(temperature=0, max_tokens=new_tokens)
@@ -128,28 +130,42 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per round per model")
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--new-tokens", type=int, default=500)
+    parser.add_argument("--compile", action="store_true", help="also time both under torch.compile")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, shape {SHAPE}, batch {BATCH}")
+    results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = our_trainer(Path(tmp), args.vocab)
-        ref = Reference(trainer.data.train.path, trainer.data.train.dtype, trainer.tokenizer.vocab_size)
-        for _ in range(10):  # warm up both
-            trainer._step()
-            ref.step()
-        ours, theirs = [], []
-        for _ in range(args.rounds):
-            theirs.append(timed(ref.step, args.steps))
-            ours.append(timed(trainer._step, args.steps))
-    o, r = statistics.median(ours), statistics.median(theirs)
-    print("\ntraining tokens/s (median of rounds)")
-    print(f"  {'nanoGPT-style reference':<28} {r:>9.0f}   rounds: {' '.join(f'{x:.0f}' for x in theirs)}")
-    print(f"  {'slm (this project)':<28} {o:>9.0f}   rounds: {' '.join(f'{x:.0f}' for x in ours)}")
-    print(f"  ratio ours / reference      {o / r:>9.2f}x")
-    cached, uncached = generation_speed(args.vocab, args.new_tokens)
-    print(f"\ngeneration, {args.new_tokens} new tokens (context 1024, greedy)")
-    print(f"  {'with KV cache':<28} {cached:>9.1f} tokens/s")
-    print(f"  {'without KV cache':<28} {uncached:>9.1f} tokens/s")
-    print(f"  speed-up                    {cached / uncached:>9.1f}x")
+        for compile in (False, True) if args.compile else (False,):
+            trainer = our_trainer(Path(tmp), args.vocab, compile)
+            ref = Reference(trainer.data.train.path, trainer.data.train.dtype, trainer.tokenizer.vocab_size, compile)
+            suffix = " + torch.compile" if compile else ""
+            steps = {f"nanoGPT-style reference{suffix}": ref.step, f"slm (this project){suffix}": trainer._step}
+            for step in steps.values():
+                for _ in range(10):  # warm up (and compile)
+                    step()
+            for _ in range(args.rounds):
+                for name, step in steps.items():
+                    results.setdefault(name, []).append(timed(step, args.steps))
+    print("\ntraining tokens/s (median of alternating rounds)")
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    for name, values in results.items():
+        print(f"  {name:<42} {medians[name]:>8.0f}   rounds: {' '.join(f'{x:.0f}' for x in values)}")
+    base = medians["nanoGPT-style reference"]
+    for name, value in medians.items():
+        if name.startswith("slm"):
+            print(f"  {name} / eager reference: {value / base:.2f}x")
+    shapes = {
+        "4 layers x 128, context 1024": ModelConfig(vocab_size=args.vocab, **{**SHAPE, "context": 1024}),
+        "small preset, 6 layers x 320": ModelConfig(**preset("small").model),
+    }
+    print(f"\ngeneration, {args.new_tokens} new tokens, greedy, batch 1")
+    print(f"  {'model':<32} {'threads':>7} {'KV cache':>10} {'no cache':>10} {'speed-up':>9}")
+    all_threads = torch.get_num_threads()
+    for name, config in shapes.items():
+        for threads in sorted({all_threads, 1}, reverse=True):
+            torch.set_num_threads(threads)
+            cached, uncached = generation_speed(config, args.new_tokens)
+            print(f"  {name:<32} {threads:>7} {cached:>8.1f}/s {uncached:>8.1f}/s {cached / uncached:>8.1f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MB")
 

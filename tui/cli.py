@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from tui.format import clock, count, size
+
 EXIT_ERROR = 1
 
 
@@ -182,9 +184,9 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
             note += f"  ({r.skipped_records} lines without text skipped)"
         if r.chat_records:
             note += f"  ({r.chat_records} chat records, kept for fine-tuning)"
-        print(f"{r.path:<48} {_size(r.bytes):>9} {r.lines:>9} {r.documents:>6} {_count(r.est_tokens):>9}{note}")
+        print(f"{r.path:<48} {size(r.bytes):>9} {r.lines:>9} {r.documents:>6} {count(r.est_tokens):>9}{note}")
     usable = [r for r in rows if not r.error]
-    print(f"{len(usable)} usable of {len(rows)} files, {_size(sum(r.bytes for r in usable))}")
+    print(f"{len(usable)} usable of {len(rows)} files, {size(sum(r.bytes for r in usable))}")
 
 
 def cmd_tokenize(args: argparse.Namespace, ws) -> None:
@@ -196,7 +198,7 @@ def cmd_tokenize(args: argparse.Namespace, ws) -> None:
     name = check_name(args.name, "tokenizer")
     corpus = Corpus.scan(ws.data_dir, args.data, args.decode_errors or "skip")
     _report_problems(corpus)
-    print(f"training a {args.vocab_size}-token tokenizer on {_size(corpus.total_bytes)} of text ...")
+    print(f"training a {args.vocab_size}-token tokenizer on {size(corpus.total_bytes)} of text ...")
     tok = train_tokenizer(
         corpus.texts("train", args.val_fraction, args.split_seed), args.vocab_size, args.min_frequency
     )
@@ -325,8 +327,8 @@ class TrainPrinter:
         resumed = f", resumed at step {e.start_step}" if e.start_step else ""
         print(
             f"run {e.run}: {e.params / 1e6:.2f}M parameters on {e.device} ({e.precision}){resumed}\n"
-            f"  {_count(e.train_tokens)} training and {_count(e.val_tokens)} validation tokens, "
-            f"{_count(e.tokens_per_step)} tokens per step, up to {e.max_steps} steps\n"
+            f"  {count(e.train_tokens)} training and {count(e.val_tokens)} validation tokens, "
+            f"{count(e.tokens_per_step)} tokens per step, up to {e.max_steps} steps\n"
             f"  folder {e.run_dir}"
         )
 
@@ -334,7 +336,7 @@ class TrainPrinter:
         if e.step % self.log_interval == 0 or e.step == 1:
             print(
                 f"step {e.step:>6}/{self.max_steps} | loss {e.loss:.4f} | lr {e.lr:.2e} | "
-                f"{_count(e.tokens_per_s)} tok/s | {_clock(e.elapsed_s)} | eta {_clock(e.eta_s)}",
+                f"{count(e.tokens_per_s)} tok/s | {clock(e.elapsed_s)} | eta {clock(e.eta_s)}",
                 flush=True,
             )
 
@@ -447,7 +449,7 @@ def cmd_presets(args: argparse.Namespace, ws) -> None:
         mem = estimate_memory(m, t).total
         print(
             f"{p.name:<7} {count_params(m) / 1e6:>7.1f}M {m.n_layer:>6} {m.n_embd:>5} {m.n_head:>5} {m.n_kv_head:>3} "
-            f"{m.context:>7} {m.vocab_size:>6} {_size(mem):>9}  {p.description}"
+            f"{m.context:>7} {m.vocab_size:>6} {size(mem):>9}  {p.description}"
         )
 
 
@@ -462,34 +464,6 @@ COMMANDS = {
 }
 
 
-# --- formatting -------------------------------------------------------------------------------------
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def _count(n: float) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}k"
-    return f"{n:.0f}"
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 # --- entry point ------------------------------------------------------------------------------------
 
 
@@ -502,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ws = Workspace.resolve(args.workspace)
         if args.command is None:
-            parser.print_help()
+            from tui.app import run_studio
+
+            run_studio(ws)
             return 0
         COMMANDS[args.command](args, ws)
     except SLMError as e:

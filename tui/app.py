@@ -1,0 +1,156 @@
+"""The studio: modes (one per section), key bindings, the command palette, themes and quitting.
+
+Wiring only: screens live in `tui/screens/`, engine work runs through `tui.bridge.Bridge`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from core.workspace import Workspace, config_dir, load_settings, save_settings
+from themes import BUILT_IN, DEFAULT_THEME, STYLESHEETS, load_user_themes
+from tui.bridge import Bridge
+from tui.commands import CheckpointCommands, StudioCommands
+from tui.screens.chat import ChatScreen
+from tui.screens.checkpoints import CheckpointsScreen
+from tui.screens.datasets import DatasetsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.merge import MergeScreen
+from tui.screens.modals import ConfirmScreen
+from tui.screens.tokenizer import TokenizerScreen
+from tui.screens.train import TrainScreen
+
+SECTIONS = {
+    "datasets": ("1", "Data"),
+    "tokenizer": ("2", "Tokenizer"),
+    "train": ("3", "Train"),
+    "merge": ("4", "Merge"),
+    "chat": ("5", "Chat"),
+    "checkpoints": ("6", "Checkpoints"),
+}
+
+
+class StudioApp(App):
+    TITLE = "SLM Studio"
+    CSS_PATH = STYLESHEETS
+    MODES = {
+        "datasets": DatasetsScreen,
+        "tokenizer": TokenizerScreen,
+        "train": TrainScreen,
+        "merge": MergeScreen,
+        "chat": ChatScreen,
+        "checkpoints": CheckpointsScreen,
+    }
+    DEFAULT_MODE = "datasets"
+    BINDINGS = [
+        *(
+            Binding(key, f"switch_mode('{mode}')", label, id=f"section.{mode}")
+            for mode, (key, label) in SECTIONS.items()
+        ),
+        Binding("f1,question_mark", "help", "Help", id="help"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+    ]
+    COMMANDS = App.COMMANDS | {StudioCommands, CheckpointCommands}
+
+    def __init__(self, workspace: Workspace | None = None) -> None:
+        super().__init__()
+        self.workspace = workspace or Workspace.resolve()
+        self.bridge = Bridge(self, self.workspace)
+        self.settings = load_settings()
+        # shared by the sections: what the Datasets section selected, and the Tokenizer section's result
+        self.selection: list[str] = []  # files/folders relative to data/; empty means all of data/
+        self.val_fraction: float = 0.1
+        self.tokenizer_path: Path | None = None  # None: each run trains its own tokenizer
+
+    def on_mount(self) -> None:
+        user_themes, problems = load_user_themes(config_dir() / "themes")
+        for theme in [*BUILT_IN, *user_themes]:
+            self.register_theme(theme)
+        chosen = self.settings.get("theme", DEFAULT_THEME)
+        self.theme = chosen if chosen in self.available_themes else DEFAULT_THEME
+        self.theme_changed_signal.subscribe(self, lambda theme: self._remember(theme=theme.name))
+        for problem in problems:
+            self.notify(problem, severity="warning")
+        self.sub_title = str(self.workspace.root)
+
+    def _remember(self, **changes) -> None:
+        try:
+            self.settings = save_settings(**changes)
+        except Exception as e:  # settings are a convenience: never let them break the app
+            self.notify(f"could not save settings: {e}", severity="warning")
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def open_section(self, mode: str):
+        """Switch to a section and return its screen."""
+        await self.switch_mode(mode)
+        return self.screen
+
+    async def start_training(self) -> None:
+        (await self.open_section("train")).action_start()
+
+    async def toggle_pause(self) -> None:
+        (await self.open_section("train")).action_pause()
+
+    async def stop_training(self) -> None:
+        (await self.open_section("train")).action_stop()
+
+    async def pick_run_to_attach(self) -> None:
+        (await self.open_section("train")).action_attach()
+
+    async def resume_run(self, run: str) -> None:
+        (await self.open_section("train")).prepare_resume(run)
+
+    async def fine_tune_from(self, path) -> None:
+        (await self.open_section("train")).prepare_fine_tune(str(path))
+
+    async def chat_with(self, path) -> None:
+        await self.open_section("chat")
+        self.bridge.load_model(path)
+        self._remember(last_model=str(path))
+
+    def add_sample_corpus(self) -> None:
+        from core.sample import write_sample_corpus
+
+        self.notify("writing the sample corpus to data/sample/…")
+        self.bridge.run_job("sample", lambda: write_sample_corpus(self.workspace.data_dir))
+
+    async def action_quit(self) -> None:
+        if not self.bridge.training:
+            self.exit()
+            return
+
+        def answer(confirmed: bool | None) -> None:
+            if confirmed:
+                self.notify("stopping the run and saving a checkpoint…")
+                self.bridge.stop()
+                self.run_worker(self._exit_after_training, thread=True, exit_on_error=False)
+
+        self.push_screen(
+            ConfirmScreen("A run is training. Stop it, save a checkpoint and quit?", yes="Stop and quit"), answer
+        )
+
+    def _exit_after_training(self) -> None:
+        self.bridge.wait_for_training()
+        self.call_from_thread(self.exit)
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Any worker that fails shows its error; the studio stays usable."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            error = event.worker.error
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=8)
+
+
+def run_studio(workspace: Workspace) -> None:
+    StudioApp(workspace).run()

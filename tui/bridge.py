@@ -1,0 +1,244 @@
+"""The bridge: the only place the studio runs engine work, always in thread workers.
+
+The App owns one Bridge. Widgets subscribe to it and receive messages (`tui.messages`) posted from the
+worker threads; they never call the engine themselves. Training reports through `RunHistory`
+(shared, locked) plus throttled `TrainingUpdated` messages, so a fast loop never floods the UI.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+from textual.message_pump import MessagePump
+from textual.worker import Worker, get_current_worker
+
+from core.errors import SLMError
+from core.events import Control, EvalMetrics, Progress, RunEnded, StepMetrics
+from core.monitor import MetricsTail, RunHistory
+from core.workspace import Workspace
+from tui.messages import (
+    GenerationDone,
+    GenerationText,
+    JobDone,
+    JobFailed,
+    JobProgress,
+    ModelLoaded,
+    TrainingFinished,
+    TrainingUpdated,
+)
+
+UPDATE_INTERVAL = 0.25  # seconds between TrainingUpdated messages for routine step events
+TEXT_INTERVAL = 0.04  # seconds between GenerationText messages
+
+
+class Bridge:
+    def __init__(self, app, workspace: Workspace) -> None:
+        self.app = app
+        self.workspace = workspace
+        self.history = RunHistory()
+        self.control: Control | None = None
+        self.train_worker: Worker | None = None
+        self.attach_worker: Worker | None = None
+        self.trainer: Any = None
+        self.generator: Any = None  # core.generate.Generator of the chat model
+        self.model_path: Path | None = None
+        self.generation_cancel = threading.Event()
+        self._listeners: set[MessagePump] = set()
+        self._last_update = 0.0
+        self._request = 0
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def subscribe(self, widget: MessagePump) -> None:
+        self._listeners.add(widget)
+
+    def unsubscribe(self, widget: MessagePump) -> None:
+        self._listeners.discard(widget)
+
+    def broadcast(self, make: Callable[[], Message]) -> None:
+        """Post a fresh message to every subscriber (safe from any thread)."""
+        for widget in list(self._listeners):
+            widget.post_message(make())
+
+    # -- generic jobs --------------------------------------------------------------------------
+
+    def run_job(self, job: str, fn: Callable[[], Any], exclusive: bool = True) -> Worker:
+        """Run `fn` in a thread; subscribers get JobDone(job, result), or JobFailed with the error."""
+
+        def work() -> Any:
+            try:
+                result = fn()
+            except Exception as e:
+                error = _one_line(e)
+                self.broadcast(lambda: JobFailed(job, error))
+                raise
+            self.broadcast(lambda: JobDone(job, result))
+            return result
+
+        return self.app.run_worker(work, name=job, group=job, thread=True, exclusive=exclusive, exit_on_error=False)
+
+    def progress(self, job: str) -> Callable[[str, int, int], None]:
+        return lambda stage, done, total: self.broadcast(lambda: JobProgress(job, stage, done, total))
+
+    # -- training ------------------------------------------------------------------------------
+
+    @property
+    def training(self) -> bool:
+        """True while a training thread is alive (including one asked to stop and not yet ended)."""
+        return self.train_worker is not None and self.train_worker.is_running
+
+    def start_training(self, make_trainer: Callable[[Callable[[Any], None], Control], Any]) -> None:
+        """Start a run; `make_trainer(on_event, control)` builds the Trainer (new or resumed)."""
+        if self.training:
+            raise SLMError("a run is already training: stop it before starting another")
+        self.detach()
+        self.history = RunHistory(state="preparing")
+        self.control = Control()
+        control = self.control
+
+        def work() -> None:
+            end, error = None, None
+            try:
+                self.trainer = make_trainer(self._on_train_event, control)
+                end = self.trainer.run()
+            except Exception as e:
+                error = _one_line(e)
+                self.history.apply(
+                    RunEnded(self.history.last_step.step if self.history.last_step else 0, "error", None, error)
+                )
+                raise
+            finally:
+                self.broadcast(TrainingUpdated)
+                self.broadcast(lambda: TrainingFinished(end, error))
+
+        self.train_worker = self.app.run_worker(
+            work, name="train", group="train", thread=True, exclusive=True, exit_on_error=False
+        )
+
+    def _on_train_event(self, event: Any) -> None:
+        if isinstance(event, Progress):
+            self.broadcast(lambda: JobProgress("train", event.stage, event.done, event.total))
+            return
+        self.history.apply(event)
+        now = time.monotonic()
+        routine = isinstance(event, StepMetrics)
+        if not routine or now - self._last_update >= UPDATE_INTERVAL or isinstance(event, EvalMetrics):
+            self._last_update = now
+            self.broadcast(TrainingUpdated)
+
+    def pause(self) -> None:
+        if self.control is not None and self.training:
+            self.control.pause()
+
+    def resume(self) -> None:
+        if self.control is not None:
+            self.control.resume()
+
+    def stop(self) -> None:
+        """Ask the run to stop; it saves `latest` first. The thread ends after the current step."""
+        if self.control is not None:
+            self.control.stop()
+
+    def wait_for_training(self, timeout: float | None = None) -> bool:
+        thread_worker = self.train_worker
+        if thread_worker is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while thread_worker.is_running:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    # -- attaching to a run started elsewhere ----------------------------------------------------
+
+    def attach(self, run_dir: Path) -> None:
+        """Follow another process's run by tailing its metrics.jsonl until `detach`."""
+        if self.training:
+            raise SLMError("this studio is training a run: it cannot attach to another meanwhile")
+        metrics = Path(run_dir) / "metrics.jsonl"
+        if not metrics.exists():
+            raise SLMError(f"{run_dir} has no metrics.jsonl to follow")
+        self.detach()
+        self.history = RunHistory(run=Path(run_dir).name, state="attached")
+        history = self.history
+
+        def work() -> None:
+            tail = MetricsTail(metrics)
+            worker = get_current_worker()
+            while not worker.is_cancelled:
+                events = tail.read()
+                for event in events:
+                    history.apply(event)
+                if events:
+                    self.broadcast(TrainingUpdated)
+                time.sleep(0.5)
+
+        self.attach_worker = self.app.run_worker(
+            work, name="attach", group="attach", thread=True, exclusive=True, exit_on_error=False
+        )
+
+    @property
+    def attached(self) -> bool:
+        return self.attach_worker is not None and self.attach_worker.is_running
+
+    def detach(self) -> None:
+        if self.attach_worker is not None:
+            self.attach_worker.cancel()
+            self.attach_worker = None
+
+    # -- the chat model ------------------------------------------------------------------------
+
+    def load_model(self, path: Path) -> Worker:
+        def load() -> str:
+            from core.generate import Generator
+
+            generator = Generator.from_checkpoint(Path(path), "auto")
+            self.generator, self.model_path = generator, Path(path)
+            self.broadcast(lambda: ModelLoaded(str(path)))
+            return str(path)
+
+        return self.run_job("load-model", load)
+
+    def generate(self, prompt: str | list[int], settings: Any) -> int:
+        """Stream a generation from the chat model; returns its request number."""
+        if self.generator is None:
+            raise SLMError("no model loaded: pick a checkpoint with /model NAME or from the palette")
+        self._request += 1
+        request = self._request
+        self.generation_cancel = threading.Event()
+        cancel = self.generation_cancel
+        generator = self.generator
+
+        def work() -> None:
+            start = time.monotonic()
+            stream = generator.stream(prompt, settings, cancelled=cancel.is_set)
+            buffer, last = [], time.monotonic()
+            for piece in stream:
+                buffer.append(piece)
+                if time.monotonic() - last >= TEXT_INTERVAL:
+                    text, buffer, last = "".join(buffer), [], time.monotonic()
+                    self.broadcast(lambda text=text: GenerationText(request, text))
+            if buffer:
+                text = "".join(buffer)
+                self.broadcast(lambda: GenerationText(request, text))
+            seconds = time.monotonic() - start
+            self.broadcast(
+                lambda: GenerationDone(request, stream.finish_reason, stream.new_tokens, seconds, stream.truncated)
+            )
+
+        self.app.run_worker(work, name="generate", group="generate", thread=True, exclusive=True, exit_on_error=False)
+        return request
+
+    def stop_generation(self) -> None:
+        self.generation_cancel.set()
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

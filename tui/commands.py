@@ -1,0 +1,74 @@
+"""Command palette providers: sections, actions and themes; and one entry per checkpoint action."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from core.checkpoint import list_checkpoints
+
+Entry = tuple[str, Callable[[], object], str]
+
+
+class _ListProvider(Provider):
+    """A provider over a fixed list of (title, callback, help) built by `entries()`."""
+
+    async def entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    async def discover(self) -> Hits:
+        for title, callback, help_text in await self.entries():
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, callback, help_text in await self.entries():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+
+
+class StudioCommands(_ListProvider):
+    """Every section, the main actions, and every theme."""
+
+    async def entries(self) -> list[Entry]:
+        from tui.app import SECTIONS
+
+        app = self.app
+        items: list[Entry] = [
+            (f"Go to {label}", partial(app.switch_mode, mode), f"section {key}")
+            for mode, (key, label) in SECTIONS.items()
+        ]
+        items += [
+            ("Start training", app.start_training, "with the settings of the Train section"),
+            ("Pause or resume training", app.toggle_pause, "the run keeps its place"),
+            ("Stop training", app.stop_training, "saves the latest checkpoint first"),
+            ("Attach to a run", app.pick_run_to_attach, "follow a run started by `slm train` elsewhere"),
+            ("Add the sample corpus", app.add_sample_corpus, "Python's own documentation, written to data/sample/"),
+            ("Help", app.action_help, "keys and slash commands"),
+        ]
+        items += [
+            (f"Theme: {name}", partial(setattr, app, "theme", name), "switch the look (remembered)")
+            for name in sorted(app.available_themes)
+        ]
+        return items
+
+
+class CheckpointCommands(_ListProvider):
+    """Chat with, resume or fine-tune from every checkpoint in the workspace."""
+
+    async def entries(self) -> list[Entry]:
+        app = self.app
+        checkpoints = await asyncio.to_thread(list_checkpoints, app.workspace)
+        items: list[Entry] = []
+        for entry in checkpoints:
+            name = f"{entry.run}/{entry.kind}"
+            detail = f"step {entry.step}" + (f", val {entry.val_loss:.3f}" if entry.val_loss is not None else "")
+            items.append((f"Chat with {name}", partial(app.chat_with, entry.path), detail))
+            items.append((f"Fine-tune from {name}", partial(app.fine_tune_from, entry.path), detail))
+            if entry.kind == "latest":
+                items.append((f"Resume {entry.run}", partial(app.resume_run, entry.run), detail))
+        return items

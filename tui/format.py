@@ -1,0 +1,31 @@
+"""Human-readable numbers, shared by the command line and the studio."""
+
+from __future__ import annotations
+
+
+def size(n: float) -> str:
+    """Bytes: 512 B, 1.5 KB, 2.3 MB, 1.1 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def count(n: float) -> str:
+    """Counts: 950, 12.3k, 1.07M, 1.10B."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:.0f}"
+
+
+def clock(seconds: float) -> str:
+    """Durations: 0:42, 12:05, 1:02:03."""
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, s = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{s:02d}" if hours else f"{minutes}:{s:02d}"

@@ -1,0 +1,1 @@
+"""One screen per section of the studio, plus the help screen and modal dialogs."""

@@ -1,0 +1,40 @@
+"""The help screen: every key of every section and every slash command, built from the bindings."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+
+def _keys(binding: Binding) -> str:
+    return " / ".join(f"`{k.strip()}`" for k in binding.key.split(","))
+
+
+def help_markdown(app) -> str:
+    from tui.app import SECTIONS
+    from tui.screens.chat import SLASH_COMMANDS
+
+    lines = ["# SLM Studio: keys", "", "| key | does |", "| --- | --- |"]
+    for binding in app.BINDINGS:
+        lines.append(f"| {_keys(binding)} | {binding.description} |")
+    lines.append("| `ctrl+p` | command palette: sections, checkpoints, themes, actions |")
+    for mode, (key, label) in SECTIONS.items():
+        screen_bindings = [b for b in app.MODES[mode].BINDINGS if isinstance(b, Binding) and b.description]
+        if screen_bindings:
+            lines += ["", f"## {key} · {label}", "", "| key | does |", "| --- | --- |"]
+            lines += [f"| {_keys(b)} | {b.description} |" for b in screen_bindings]
+    lines += ["", "## Chat slash commands", "", "| command | does |", "| --- | --- |"]
+    lines += [f"| `{usage}` | {text} |" for usage, text in SLASH_COMMANDS]
+    lines += ["", "Press `escape` to close this screen."]
+    return "\n".join(lines)
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,f1,question_mark", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog help"):
+            yield Markdown(help_markdown(self.app))

@@ -1,0 +1,296 @@
+"""Train: pick a preset, edit the model and training fields, start/pause/stop, watch the run live."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Label, Log, ProgressBar, Select, Static
+
+from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory
+from core.errors import SLMError
+from core.monitor import RunHistory
+from tui.format import clock, count
+from tui.messages import JobProgress, TrainingFinished, TrainingUpdated
+from tui.screens.modals import PickScreen
+from tui.widgets.train.loss_plot import LossPlot
+
+# (field, label, kind) for the form; kind "model" or "train" says which config the field belongs to
+FIELDS: list[tuple[str, str, str]] = [
+    ("n_layer", "layers", "model"),
+    ("n_head", "heads", "model"),
+    ("n_kv_head", "kv heads", "model"),
+    ("n_embd", "width", "model"),
+    ("context", "context", "model"),
+    ("vocab_size", "vocab", "model"),
+    ("batch_size", "batch", "train"),
+    ("grad_accum", "accum", "train"),
+    ("lr", "lr", "train"),
+    ("max_steps", "steps", "train"),
+    ("max_minutes", "minutes", "train"),
+    ("eval_interval", "eval every", "train"),
+]
+MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
+TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+class TrainScreen(Screen):
+    BINDINGS = [
+        Binding("s", "start", "Start", id="train.start"),
+        Binding("p", "pause", "Pause/resume", id="train.pause"),
+        Binding("x", "stop", "Stop", id="train.stop"),
+        Binding("l", "log_scale", "Log scale", id="train.log_scale"),
+        Binding("b", "bits", "Val bits/byte", id="train.bits"),
+        Binding("a", "attach", "Attach", id="train.attach"),
+        Binding("escape", "leave_form", "Leave form", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._version = -1
+        self._log_lines = 0
+        self.init_from: str | None = None
+        self.resume_name: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="train-body"):
+            with VerticalScroll(id="train-form"):
+                yield Label("preset")
+                yield Select(((p, p) for p in PRESETS), value="toy", allow_blank=False, id="preset")
+                yield Label("run name")
+                yield Input(placeholder="preset-date-time", id="name")
+                with Vertical(id="fields"):
+                    for name, label, _ in FIELDS:
+                        with Horizontal(classes="field"):
+                            yield Label(label, classes="field-label")
+                            yield Input(id=f"f-{name}", classes="field-input")
+                yield Label("optimizer")
+                yield Select((("adamw", "adamw"), ("muon", "muon")), value="adamw", allow_blank=False, id="optimizer")
+                yield Static("", id="size")
+            with Vertical(id="monitor"):
+                yield Static("no run yet: press s to start one with these settings, a to attach", id="status")
+                yield ProgressBar(total=100, show_eta=False, id="progress")
+                yield LossPlot(id="plot")
+                with Horizontal(id="train-bottom"):
+                    yield Static("", id="sample")
+                    yield Log(id="log", max_lines=500)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.bridge.subscribe(self)
+        self.apply_preset("toy")
+        self.refresh_monitor()
+
+    def on_unmount(self) -> None:
+        self.app.bridge.unsubscribe(self)
+
+    # -- the form ------------------------------------------------------------------------------
+
+    def apply_preset(self, name: str) -> None:
+        chosen = PRESETS[name]
+        model, train = ModelConfig(**chosen.model), TrainConfig(**chosen.train)
+        for field_name, _, kind in FIELDS:
+            value = getattr(model if kind == "model" else train, field_name)
+            self.query_one(f"#f-{field_name}", Input).value = "" if value is None else str(value)
+        self.update_size()
+
+    @on(Select.Changed, "#preset")
+    def preset_changed(self, event: Select.Changed) -> None:
+        self.apply_preset(str(event.value))
+
+    @on(Input.Changed, ".field-input")
+    def field_changed(self) -> None:
+        self.update_size()
+
+    def read_form(self) -> tuple[ModelConfig, TrainConfig, str]:
+        """The configs the form describes; raises SLMError naming a bad field."""
+        chosen = PRESETS[str(self.query_one("#preset", Select).value)]
+        model, train = dict(chosen.model), dict(chosen.train)
+        for name, label, kind in FIELDS:
+            text = self.query_one(f"#f-{name}", Input).value.strip()
+            target = model if kind == "model" else train
+            if not text:
+                if name in TRAIN_FIELDS and TRAIN_FIELDS[name].default is None:
+                    target[name] = None
+                continue
+            try:
+                target[name] = float(text) if name in ("lr", "max_minutes") else int(text)
+            except ValueError:
+                raise SLMError(f"{label} must be a number, not {text!r}") from None
+        train["optimizer"] = str(self.query_one("#optimizer", Select).value)
+        app = self.app
+        train["data"] = list(getattr(app, "selection", []) or [])
+        train["val_fraction"] = getattr(app, "val_fraction", train.get("val_fraction", 0.1))
+        if getattr(app, "tokenizer_path", None):
+            train["tokenizer"] = str(app.tokenizer_path)
+        if self.init_from:
+            train["init_from"] = self.init_from
+        name = self.query_one("#name", Input).value.strip()
+        if not name:
+            name = f"{'finetune' if self.init_from else chosen.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return ModelConfig(**model), TrainConfig(**train), name
+
+    def update_size(self) -> None:
+        size = self.query_one("#size", Static)
+        try:
+            model, train, _ = self.read_form()
+        except SLMError as e:
+            size.update(f"[b]![/b] {e}")
+            return
+        memory = estimate_memory(model, train).total
+        source = f"\nfrom {self.init_from}" if self.init_from else ""
+        size.update(f"{count_params(model) / 1e6:.2f}M parameters\n≈ {memory / 2**20:,.0f} MB to train{source}")
+
+    def action_leave_form(self) -> None:
+        self.query_one("#plot").focus()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        bridge = self.app.bridge
+        if action == "start":
+            return not bridge.training
+        if action in ("pause", "stop"):
+            return bridge.training
+        return True
+
+    def action_start(self) -> None:
+        from core.train import Trainer
+
+        bridge, workspace = self.app.bridge, self.app.workspace
+        try:
+            if self.resume_name:
+                run = self.resume_name
+                bridge.start_training(
+                    lambda on_event, control: Trainer.resume_run(workspace, run, {}, on_event, control)
+                )
+                self.notify(f"resuming {run}")
+            else:
+                model, train, name = self.read_form()
+                bridge.start_training(
+                    lambda on_event, control: Trainer(workspace, name, model, train, on_event, control)
+                )
+                self.notify(f"starting {name}")
+        except SLMError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.resume_name = None
+        self.refresh_bindings()
+        self.refresh_monitor()
+
+    def action_pause(self) -> None:
+        bridge = self.app.bridge
+        if bridge.control is None:
+            return
+        if bridge.control.paused:
+            bridge.resume()
+        else:
+            bridge.pause()
+
+    def action_stop(self) -> None:
+        self.app.bridge.stop()
+        self.notify("stopping after this step; saving the latest checkpoint")
+
+    def action_log_scale(self) -> None:
+        plot = self.query_one(LossPlot)
+        plot.log_scale = not plot.log_scale
+        plot.replot()
+
+    def action_bits(self) -> None:
+        plot = self.query_one(LossPlot)
+        plot.show_bpb = not plot.show_bpb
+        plot.replot()
+
+    def action_attach(self) -> None:
+        from core.checkpoint import run_dirs
+
+        runs = [(str(p), p.name) for p in run_dirs(self.app.workspace) if (p / "metrics.jsonl").exists()]
+        if not runs:
+            self.notify("no runs with metrics in this workspace yet", severity="warning")
+            return
+
+        def chosen(run_dir: str | None) -> None:
+            if run_dir:
+                try:
+                    self.app.bridge.attach(Path(run_dir))
+                except SLMError as e:
+                    self.notify(str(e), severity="error")
+                    return
+                self.notify(f"following {Path(run_dir).name}")
+
+        self.app.push_screen(PickScreen("Attach to which run?", runs), chosen)
+
+    def prepare_resume(self, run: str) -> None:
+        self.resume_name, self.init_from = run, None
+        self.query_one("#status", Static).update(f"ready to resume {run}: press s")
+
+    def prepare_fine_tune(self, checkpoint: str) -> None:
+        self.init_from, self.resume_name = checkpoint, None
+        self.update_size()
+        self.query_one("#status", Static).update(f"ready to fine-tune from {checkpoint}: press s")
+
+    # -- the monitor ---------------------------------------------------------------------------
+
+    def on_training_updated(self, message: TrainingUpdated) -> None:
+        self.refresh_monitor()
+
+    def on_training_finished(self, message: TrainingFinished) -> None:
+        self.refresh_bindings()
+        self.refresh_monitor()
+        if message.error:
+            self.notify(message.error, title="training stopped", severity="error", timeout=8)
+        elif message.end is not None:
+            self.notify(f"run {message.end.reason} at step {message.end.step}")
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        if message.job == "train":
+            labels = {"scan": "scanning files", "tokenizer": "training the tokenizer", "encode": "encoding tokens"}
+            share = f" {100 * message.done / message.total:.0f}%" if message.total else ""
+            self.query_one("#status", Static).update(f"preparing: {labels.get(message.stage, message.stage)}{share}")
+
+    def refresh_monitor(self) -> None:
+        history = self.app.bridge.history
+        if history.version == self._version:
+            return
+        snapshot = history.snapshot()
+        self._version = snapshot.version
+        self.query_one(LossPlot).show(snapshot)
+        self.query_one("#status", Static).update(self.status_line(snapshot))
+        step = snapshot.last_step
+        self.query_one(ProgressBar).update(progress=100 * step.progress if step else 0)
+        if snapshot.sample:
+            self.query_one("#sample", Static).update(
+                f"[b]sample at step {snapshot.sample.step}[/b]\n{snapshot.sample.text}"
+            )
+        log = self.query_one(Log)
+        if len(snapshot.log) < self._log_lines:
+            log.clear()
+            self._log_lines = 0
+        log.write_lines(snapshot.log[self._log_lines :])
+        self._log_lines = len(snapshot.log)
+
+    def status_line(self, h: RunHistory) -> str:
+        if h.state == "idle" and not h.steps:
+            return "no run yet: press s to start one with these settings, a to attach"
+        if h.state == "preparing":
+            return "preparing the data and the model…"
+        parts = [f"[b]{h.run}[/b] {h.state}"]
+        if h.last_step:
+            s = h.last_step
+            parts.append(f"step {s.step}/{h.max_steps}")
+            parts.append(f"loss {s.loss:.3f}")
+            parts.append(f"lr {s.lr:.1e}")
+            parts.append(f"{count(s.tokens_per_s)} tok/s")
+            parts.append(f"{clock(s.elapsed_s)} · ETA {clock(s.eta_s)}")
+        if h.last_eval:
+            parts.append(f"val {h.last_eval.val_loss:.3f} ({h.last_eval.val_bpb:.3f} bpb)")
+        if h.best_val_loss is not None:
+            parts.append(f"best {h.best_val_loss:.3f}")
+        return " · ".join(parts)

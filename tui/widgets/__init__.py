@@ -1,0 +1,1 @@
+"""Widgets, grouped by the section of the screen they serve."""

@@ -1,0 +1,1 @@
+"""Widgets of the Train section: the loss plot and the run's figures."""
