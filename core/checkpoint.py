@@ -14,11 +14,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from core import atomic
 from core.config import ModelConfig, count_params, from_dict, load_json
@@ -26,8 +22,23 @@ from core.errors import SLMError
 from core.tokenizer import Tokenizer
 from core.workspace import Workspace
 
+if TYPE_CHECKING:  # torch loads only when weights are read or written: listing stays instant
+    import torch
+
 FORMAT = 1
 KINDS = ("best", "final", "latest")  # the order in which a bare run name picks its checkpoint
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str) -> None:
+    from safetensors.torch import save_file as save
+
+    save(tensors, path)
+
+
+def load_file(path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file as load
+
+    return load(path)
 
 
 def file_digest(path: Path) -> str:
@@ -118,6 +129,8 @@ def load_checkpoint(path: Path, with_trainer: bool = False) -> Checkpoint:
         raise SLMError(f"checkpoint {path} is incomplete: model.safetensors is missing")
     if meta.get("weights_digest") and file_digest(weights) != meta["weights_digest"]:
         raise SLMError(f"checkpoint {path} is corrupt: model.safetensors does not match its checksum")
+    from safetensors import SafetensorError
+
     try:
         state = load_file(str(weights))
         trainer = load_file(str(path / "trainer.safetensors")) if with_trainer else {}
@@ -181,9 +194,18 @@ def _entry(path: Path) -> CheckpointEntry | None:
         created=str(meta.get("created", "")),
         val_loss=metrics.get("val_loss"),
         val_bpb=metrics.get("val_bpb"),
-        parent=lineage[0].get("path") if lineage else None,
+        parent=_parent(meta, lineage),
         meta=meta,
     )
+
+
+def _parent(meta: dict[str, Any], lineage: list[dict[str, Any]]) -> str | None:
+    """Where a checkpoint came from: its parent checkpoint, or the checkpoints it merges."""
+    merge = meta.get("merge")
+    if merge and merge.get("parents"):
+        names = ["/".join(Path(p).parts[-2:]) for p in merge["parents"]]
+        return f"{merge.get('method', 'merge')} of {' + '.join(names)}"
+    return lineage[0].get("path") if lineage else None
 
 
 def run_dirs(workspace: Workspace) -> list[Path]:

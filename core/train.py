@@ -47,11 +47,11 @@ from core.events import (
 )
 from core.generate import Generator, SamplingSettings, pick_device
 from core.model import GPT
-from core.tokenizer import Tokenizer, train_tokenizer
+from core.tokenizer import Tokenizer
+from core.tokenizers import train_on_corpus
 from core.workspace import Workspace
 
 EventFn = Callable[[Any], None]
-TOKENIZER_TRAIN_BYTES = 200 << 20  # tokenizers learn from at most this much of the training split
 
 
 def lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
@@ -240,22 +240,15 @@ class Trainer:
         if named is not None:
             return named
         self.emit(Notice(f"training a {self.model_config.vocab_size}-token BPE tokenizer on the training split"))
-        self._progress("tokenizer", 0, 0)
-        budget = TOKENIZER_TRAIN_BYTES
-
-        def limited():
-            nonlocal budget
-            for text in corpus.texts("train", cfg.val_fraction, cfg.split_seed):
-                if budget <= 0:
-                    return
-                budget -= len(text)
-                yield text
-
-        tokenizer = train_tokenizer(
-            limited(), self.model_config.vocab_size, cfg.min_frequency, cancelled=self._cancelled
+        return train_on_corpus(
+            corpus,
+            self.model_config.vocab_size,
+            cfg.min_frequency,
+            cfg.val_fraction,
+            cfg.split_seed,
+            lambda stage, done, total: self._progress("tokenizer", done, total),
+            self._cancelled,
         )
-        self._progress("tokenizer", 1, 1)
-        return tokenizer
 
     def _fit_vocab(self) -> None:
         """A fresh model takes the tokenizer's vocabulary size; a loaded one must already match it."""

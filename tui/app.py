@@ -149,7 +149,7 @@ class StudioApp(App):
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             error = event.worker.error
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=8)
+            self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=8, markup=False)
 
 
 def run_studio(workspace: Workspace) -> None:

@@ -32,7 +32,7 @@ from tui.messages import (
     TrainingUpdated,
 )
 
-UPDATE_INTERVAL = 0.25  # seconds between TrainingUpdated messages for routine step events
+UPDATE_INTERVAL = 1.0  # seconds between TrainingUpdated messages for routine step events
 TEXT_INTERVAL = 0.04  # seconds between GenerationText messages
 
 
@@ -47,6 +47,8 @@ class Bridge:
         self.trainer: Any = None
         self.generator: Any = None  # core.generate.Generator of the chat model
         self.model_path: Path | None = None
+        self.loading: Path | None = None  # the checkpoint being loaded for chat, if any
+        self._load = 0
         self.generation_cancel = threading.Event()
         self._listeners: set[MessagePump] = set()
         self._last_update = 0.0
@@ -195,12 +197,22 @@ class Bridge:
     # -- the chat model ------------------------------------------------------------------------
 
     def load_model(self, path: Path) -> Worker:
+        """Load the chat model in a thread; when loads overlap, the one asked for last wins."""
+        self._load += 1
+        ticket, self.loading = self._load, Path(path)
+        self.broadcast(lambda: JobProgress("load-model", "load", 0, 1))
+
         def load() -> str:
             from core.generate import Generator
 
-            generator = Generator.from_checkpoint(Path(path), "auto")
-            self.generator, self.model_path = generator, Path(path)
-            self.broadcast(lambda: ModelLoaded(str(path)))
+            try:
+                generator = Generator.from_checkpoint(Path(path), "auto")
+            finally:
+                if ticket == self._load:
+                    self.loading = None
+            if ticket == self._load:
+                self.generator, self.model_path = generator, Path(path)
+                self.broadcast(lambda: ModelLoaded(str(path)))
             return str(path)
 
         return self.run_job("load-model", load)
@@ -232,7 +244,7 @@ class Bridge:
                 lambda: GenerationDone(request, stream.finish_reason, stream.new_tokens, seconds, stream.truncated)
             )
 
-        self.app.run_worker(work, name="generate", group="generate", thread=True, exclusive=True, exit_on_error=False)
+        self.run_job("generate", work)  # a failure reaches subscribers as JobFailed("generate", ...)
         return request
 
     def stop_generation(self) -> None:

@@ -190,34 +190,16 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace, ws) -> None:
-    from core import atomic
     from core.data import Corpus
-    from core.tokenizer import train_tokenizer
-    from core.workspace import check_name
+    from core.tokenizers import measure, save_named, train_on_corpus
 
-    name = check_name(args.name, "tokenizer")
     corpus = Corpus.scan(ws.data_dir, args.data, args.decode_errors or "skip")
     _report_problems(corpus)
     print(f"training a {args.vocab_size}-token tokenizer on {size(corpus.total_bytes)} of text ...")
-    tok = train_tokenizer(
-        corpus.texts("train", args.val_fraction, args.split_seed), args.vocab_size, args.min_frequency
-    )
-    val_texts = list(_take(corpus.texts("val", args.val_fraction, args.split_seed), 2 << 20))
-    bpt = tok.bytes_per_token(val_texts)
-    out = ws.tokenizers_dir / name
-    tok.save(out / "tokenizer.json")
-    info = {"name": name, "vocab_size": tok.vocab_size, "bytes_per_token": round(bpt, 4), "data": args.data or ["."]}
-    atomic.write_json(out / "info.json", info)
-    print(f"saved {out / 'tokenizer.json'}: {tok.vocab_size} tokens, {bpt:.2f} bytes per token on validation text")
-
-
-def _take(texts, limit: int):
-    total = 0
-    for text in texts:
-        if total >= limit:
-            return
-        total += len(text)
-        yield text
+    tok = train_on_corpus(corpus, args.vocab_size, args.min_frequency, args.val_fraction, args.split_seed)
+    bpt = measure(tok, corpus, args.val_fraction, args.split_seed)
+    path = save_named(ws, args.name, tok, {"bytes_per_token": round(bpt, 4), "data": args.data or ["."]})
+    print(f"saved {path}: {tok.vocab_size} tokens, {bpt:.2f} bytes per token on validation text")
 
 
 def _report_problems(corpus) -> None:

@@ -218,3 +218,19 @@ def test_lr_schedule_warms_up_and_decays(schedule) -> None:
     assert lr_factor(99, 1.0, cfg) == pytest.approx(0.1)
     values = [lr_factor(s, s / 100, cfg) for s in range(10, 100)]
     assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values))
+
+
+def test_bf16_autocast_trains_on_cpu(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=3, precision="bf16", eval_interval=3)
+    events, on_event = collect()
+    end = Trainer(workspace, "bf16", model, train, on_event).run()
+    assert end.reason == "finished"
+    started = next(e for e in events if type(e).__name__ == "RunStarted")
+    assert started.precision == "bfloat16"
+    assert all(math.isfinite(e.loss) for e in events if isinstance(e, StepMetrics))
+
+
+def test_fp16_needs_a_gpu(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=3, precision="fp16", device="cpu")
+    with pytest.raises(SLMError, match="fp16 training needs a CUDA GPU"):
+        Trainer(workspace, "fp16", model, train).run()

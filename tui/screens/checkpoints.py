@@ -125,5 +125,7 @@ class CheckpointsScreen(Screen):
 def _short_parent(parent: str | None) -> str:
     if not parent:
         return "-"
+    if " of " in parent:  # a merge: already short
+        return parent
     parts = parent.replace("\\", "/").rstrip("/").split("/")
     return "/".join(parts[-2:])

@@ -1,16 +1,254 @@
-"""Placeholder: replaced by the full datasets screen."""
+"""Data: the text files under data/, their stats and first lines, the training selection and the validation split."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.validation import Function
+from textual.widgets import Footer, Header, Input, Label, Static, Tree
+
+from core.data import FileStats, discover, file_stats
+from core.errors import SLMError
+from tui.format import count, size
+from tui.messages import JobDone, JobFailed, JobProgress
+from tui.widgets.datasets.data_tree import DataTree
+from tui.widgets.datasets.preview import FilePreview, counted, read_head
+from tui.widgets.datasets.selection import chosen, toggle
+
+PROGRESS_INTERVAL = 0.1  # seconds between progress messages while files are scanned
+StatsKey = tuple[str, int, int]  # (path, mtime in ns, size): a file's stats are reused while these hold
+
+
+@dataclass
+class Scan:
+    files: list[FileStats]
+    cache: dict[StatsKey, FileStats]
+
+
+def scan_data(data_dir: Path, cache: dict[StatsKey, FileStats], report: Callable[[str, int, int], None]) -> Scan:
+    """Stats of every text file under `data_dir` (none when it is missing), reusing those of unchanged files."""
+    try:
+        paths = discover(data_dir)
+    except SLMError:
+        return Scan([], {})
+    files, fresh, reported = [], {}, 0.0
+    for i, path in enumerate(paths):
+        try:
+            st = path.stat()
+            key = (str(path), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = (str(path), -1, -1)
+        stats = cache.get(key) or file_stats(path, data_dir)
+        stats.path = Path(stats.path).as_posix()
+        files.append(stats)
+        fresh[key] = stats
+        if time.monotonic() - reported >= PROGRESS_INTERVAL:
+            report("scan", i + 1, len(paths))
+            reported = time.monotonic()
+    return Scan(files, fresh)
+
+
+def valid_fraction(text: str) -> bool:
+    try:
+        return 0 < float(text) < 1
+    except ValueError:
+        return False
 
 
 class DatasetsScreen(Screen):
-    BINDINGS = []
+    AUTO_FOCUS = "#data-tree"
+    BINDINGS = [
+        Binding("space", "toggle", "Choose", id="datasets.toggle"),
+        Binding("a", "use_all", "Use all", id="datasets.use_all"),
+        Binding("v", "edit_fraction", "Val fraction", id="datasets.val_fraction"),
+        Binding("s", "add_sample", "Add sample corpus", id="datasets.add_sample"),
+        Binding("g,ctrl+r", "rescan", "Refresh", id="datasets.rescan"),
+        Binding("escape", "leave_input", "Leave input", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cache: dict[StatsKey, FileStats] = {}
+        self.scanned = False
+        self.adding_sample = False
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("datasets")
+        with Horizontal(id="data-body"):
+            yield DataTree(id="data-tree")
+            yield FilePreview(id="data-preview")
+        yield Static(id="data-empty")
+        with Horizontal(id="data-bar"):
+            yield Static("scanning data/…", id="data-summary")
+            yield Label("val fraction", id="data-val-label")
+            yield Input(
+                str(self.app.val_fraction),
+                id="data-val",
+                validators=[Function(valid_fraction, "the validation fraction must be between 0 and 1")],
+                validate_on=["changed", "submitted"],
+            )
+            yield Static("must be between 0 and 1", id="data-val-error")
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.bridge.subscribe(self)
+
+    def on_unmount(self) -> None:
+        self.app.bridge.unsubscribe(self)
+
+    def on_screen_resume(self) -> None:
+        self.query_one("#data-val", Input).value = str(self.app.val_fraction)
+        self.action_rescan()
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def action_rescan(self) -> None:
+        data_dir, cache = self.app.workspace.data_dir, dict(self.cache)
+        report = self.app.bridge.progress("data-scan")
+        self.app.bridge.run_job("data-scan", lambda: scan_data(data_dir, cache, report))
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        if message.job == "data-scan" and not self.scanned:
+            self.query_one("#data-summary", Static).update(f"scanning data/… {message.done}/{message.total} files")
+
+    def on_job_done(self, message: JobDone) -> None:
+        if message.job == "data-scan":
+            self.show_scan(message.result)
+        elif message.job == "sample":
+            self.adding_sample = False
+            self.action_rescan()
+        elif message.job == "data-preview":
+            path, text = message.result
+            if path == self.highlighted():
+                self.query_one(FilePreview).show_text(text)
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        if message.job == "data-preview":
+            self.query_one(FilePreview).show_failure(message.error)
+        elif message.job == "sample":
+            self.adding_sample = False
+            self.show_empty()
+        elif message.job == "data-scan":
+            self.query_one("#data-summary", Static).update(Content(f"could not scan data/: {message.error}"))
+
+    def show_scan(self, scan: Scan) -> None:
+        self.cache, self.scanned = scan.cache, True
+        tree = self.query_one(DataTree)
+        known = {f.path for f in scan.files}
+        kept = [entry for entry in self.app.selection if any(chosen([entry], known))]
+        if kept != self.app.selection:
+            gone = ", ".join(sorted(set(self.app.selection) - set(kept)))
+            self.notify(f"no longer in data/, so no longer chosen: {gone}", severity="warning", markup=False)
+            self.app.selection = kept
+        tree.show_files(scan.files, self.app.selection)
+        self.set_class(not scan.files, "-empty")
+        self.show_empty()
+        self.update_summary()
+        self.refresh_bindings()
+        if scan.files and self.focused is None:
+            tree.focus()
+
+    def show_empty(self) -> None:
+        text = Content.from_markup(
+            "[b]No text files yet[/b] in $dir\n\n"
+            "Press [b]s[/b] to add the sample corpus:\nPython's own documentation, about 3 MB, made offline.\n\n"
+            "Or put .txt, .md or .jsonl files there\nand press [b]g[/b] to look again.",
+            dir=str(self.app.workspace.data_dir),
+        )
+        if self.adding_sample:
+            text = Content("writing the sample corpus to data/sample/…")
+        self.query_one("#data-empty", Static).update(text)
+
+    def update_summary(self) -> None:
+        files = self.query_one(DataTree).stats
+        selection = self.app.selection
+        picked = [files[p] for p in chosen(selection, files)]
+        usable = [f for f in picked if not f.error]
+        parts = [
+            "all of data/" if not selection else "chosen",
+            counted(len(usable), "file"),
+            size(sum(f.bytes for f in usable)),
+            f"≈{count(sum(f.est_tokens for f in usable))} tokens",
+        ]
+        if len(picked) > len(usable):
+            parts.append(f"{len(picked) - len(usable)} skipped")
+        self.query_one("#data-summary", Static).update(Content(" · ".join(parts)))
+
+    # -- the highlighted entry ------------------------------------------------------------------
+
+    def highlighted(self) -> str | None:
+        node = self.query_one(DataTree).cursor_node
+        return None if node is None or node.is_root else node.data
+
+    @on(Tree.NodeHighlighted, "#data-tree")
+    def preview(self) -> None:
+        path, tree, preview = self.highlighted(), self.query_one(DataTree), self.query_one(FilePreview)
+        if path is None:
+            return
+        if tree.is_folder(path):
+            preview.show_folder(path, tree.files_under(path))
+            return
+        stats = tree.stats[path]
+        preview.show_file(stats)
+        if not stats.error:
+            file = self.app.workspace.data_dir / path
+            self.app.bridge.run_job("data-preview", lambda: (path, read_head(file)))
+
+    # -- the selection and the split -----------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        empty = self.has_class("-empty") or not self.scanned
+        if action == "add_sample":
+            return empty and self.scanned and not self.adding_sample
+        if action in ("toggle", "edit_fraction"):
+            return not empty
+        if action == "use_all":
+            return bool(self.app.selection)
+        return True
+
+    def action_toggle(self) -> None:
+        path, tree = self.highlighted(), self.query_one(DataTree)
+        if path is None:
+            return
+        self.app.selection = toggle(self.app.selection, path, tree.entries)
+        tree.show_selection(self.app.selection)
+        self.update_summary()
+        self.refresh_bindings()
+
+    def action_use_all(self) -> None:
+        self.app.selection = []
+        self.query_one(DataTree).show_selection([])
+        self.update_summary()
+        self.refresh_bindings()
+
+    def action_add_sample(self) -> None:
+        self.adding_sample = True
+        self.show_empty()
+        self.refresh_bindings()
+        self.app.add_sample_corpus()
+
+    def action_edit_fraction(self) -> None:
+        self.query_one("#data-val", Input).focus()
+
+    def action_leave_input(self) -> None:
+        self.query_one(DataTree).focus()
+
+    @on(Input.Changed, "#data-val")
+    def fraction_changed(self, event: Input.Changed) -> None:
+        valid = event.validation_result is None or event.validation_result.is_valid
+        if valid:
+            self.app.val_fraction = float(event.value)
+        self.query_one("#data-val-error").display = not valid
+
+    @on(Input.Submitted, "#data-val")
+    def fraction_submitted(self) -> None:
+        self.action_leave_input()

@@ -1,16 +1,319 @@
-"""Placeholder: replaced by the full merge screen."""
+"""Merge: pick checkpoints, see whether they can be merged, set weights, merge, compare on validation."""
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, SelectionList, Static
+from textual.worker import Worker
+
+from core.checkpoint import list_checkpoints, read_meta
+from core.errors import SLMError
+from core.merge import (
+    METHODS,
+    check_compatible,
+    evaluate_checkpoints,
+    label,
+    load_header,
+    merge_checkpoints,
+    normalised,
+)
+from core.workspace import Workspace
+from tui.messages import JobDone, JobFailed, JobProgress
+from tui.widgets.merge.comparison import Compared, ComparisonTable
+from tui.widgets.merge.picker import CheckpointPicker
+
+HELP = (
+    "Merging works for checkpoints that share a base: branch runs from one checkpoint (Train, or "
+    "slm train --from BASE), then merge the branches. Models trained from different starts do not average. "
+    "The table compares val loss and bits per byte on the selected data (Data, 1)."
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What check_compatible said about these picks (`error` set when it refused them)."""
+
+    paths: tuple[str, ...]
+    force: bool
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def judge(paths: tuple[str, ...], force: bool) -> Verdict:
+    """Check the picks from their metadata (no weights are read)."""
+    try:
+        warnings = check_compatible([load_header(Path(p)) for p in paths], force)
+    except SLMError as e:
+        return Verdict(paths, force, error=str(e))
+    return Verdict(paths, force, tuple(warnings))
+
+
+def parse_weights(text: str) -> list[float] | None:
+    """Comma- or space-separated numbers; blank means equal weights (None)."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        return [float(p) for p in parts] or None
+    except ValueError:
+        raise SLMError(f"weights must be numbers separated by commas, not {text.strip()!r}") from None
+
+
+def compare(
+    workspace: Workspace, paths: list[str], weights: list[float] | None, merged: str | None, **split: Any
+) -> list[Compared]:
+    """Evaluate the inputs (with their merge weights, if any) and the merge's result on the validation split."""
+    results = evaluate_checkpoints(workspace, [*paths, *([merged] if merged else [])], **split)
+    shares = weights or [None] * len(paths)
+    rows = [Compared(label(Path(p)), r, w) for p, r, w in zip(paths, results, shares, strict=False)]
+    if merged:
+        rows.append(Compared(label(Path(merged)), results[-1], merged=True))
+    return rows
 
 
 class MergeScreen(Screen):
-    BINDINGS = []
+    BINDINGS = [
+        Binding("m", "merge", "Merge", id="merge.run"),
+        Binding("f", "force", "Force", id="merge.force"),
+        Binding("e", "compare", "Compare", id="merge.compare"),
+        Binding("g", "reload", "Refresh", id="merge.reload"),
+        Binding("escape", "leave_form", "Leave form", show=False),
+    ]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # the help text shows only when it fits
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verdict: Verdict | None = None
+        self.asked: tuple[tuple[str, ...], bool] | None = None  # the picks and force of the latest check
+        self.merge_worker: Worker | None = None
+        self.compare_worker: Worker | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("merge")
+        with Horizontal(id="merge-top"):
+            yield CheckpointPicker(id="merge-inputs")
+            with Vertical(id="merge-form"):
+                with Horizontal(classes="merge-field"):
+                    yield Label("method", classes="merge-label")
+                    methods = ((m.name, m.name) for m in METHODS.values())
+                    yield Select(methods, value="linear", allow_blank=False, compact=True, id="merge-method")
+                with Horizontal(classes="merge-field"):
+                    yield Label("weights", classes="merge-label")
+                    yield Input(placeholder="equal", compact=True, id="merge-weights")
+                with Horizontal(classes="merge-field"):
+                    yield Label("name", classes="merge-label")
+                    yield Input(placeholder="merge-DATE-TIME", compact=True, id="merge-name")
+                yield Checkbox("force unrelated", compact=True, id="merge-force")
+                yield Static("", id="merge-method-about")
+                yield Static(HELP, id="merge-help")
+        yield Static("", id="merge-verdict")
+        yield Static("", id="merge-plan")
+        yield ComparisonTable(id="merge-results", zebra_stripes=True)
         yield Footer()
+
+    def on_mount(self) -> None:
+        self.app.bridge.subscribe(self)
+        self.query_one(CheckpointPicker).border_title = "checkpoints (val loss) · space picks"
+        self.query_one("#merge-form").border_title = "merge"
+        self.query_one("#merge-results").border_title = "validation · e compares the picks"
+        self.describe_method()
+        self.action_reload()
+
+    def on_unmount(self) -> None:
+        self.app.bridge.unsubscribe(self)
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    # -- the picks and the form ----------------------------------------------------------------
+
+    @property
+    def picks(self) -> tuple[str, ...]:
+        return tuple(self.query_one(CheckpointPicker).selected)
+
+    @property
+    def force(self) -> bool:
+        return self.query_one("#merge-force", Checkbox).value
+
+    @property
+    def ready(self) -> bool:
+        """The current picks were checked and may be merged."""
+        v = self.verdict
+        return v is not None and v.error is None and v.paths == self.picks and v.force == self.force
+
+    @on(SelectionList.SelectedChanged)
+    @on(Checkbox.Changed, "#merge-force")
+    def start_check(self) -> None:
+        paths, force = self.picks, self.force
+        if (paths, force) == self.asked:
+            return  # a reload re-picked the same checkpoints
+        self.asked, self.verdict = (paths, force), None
+        self.refresh_bindings()
+        self.show_plan()
+        if len(paths) < 2:
+            self.show_verdict("pick two or more checkpoints with space", "muted")
+            return
+        self.show_verdict("checking…", "muted")
+        self.app.bridge.run_job("merge-check", lambda: judge(paths, force))
+
+    @on(Input.Changed, "#merge-weights")
+    def weights_changed(self) -> None:
+        self.show_plan()
+
+    @on(Select.Changed, "#merge-method")
+    def describe_method(self) -> None:
+        self.query_one("#merge-method-about", Static).update(METHODS[self.method].description)
+
+    @on(Input.Submitted)
+    def submitted(self) -> None:
+        self.action_merge()
+
+    @property
+    def method(self) -> str:
+        return str(self.query_one("#merge-method", Select).value)
+
+    def weights(self) -> list[float]:
+        """The normalised weights of the picks, in the order they were picked (SLMError when invalid)."""
+        given = parse_weights(self.query_one("#merge-weights", Input).value)
+        return normalised(given or [1.0] * len(self.picks), len(self.picks))
+
+    def output_name(self) -> str:
+        return self.query_one("#merge-name", Input).value.strip() or f"merge-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def show_verdict(self, text: str, kind: str) -> None:
+        verdict = self.query_one("#merge-verdict", Static)
+        verdict.set_classes(kind)
+        verdict.update(Content(text))  # engine messages may hold brackets: never parse them as markup
+
+    def show_plan(self) -> None:
+        plan = self.query_one("#merge-plan", Static)
+        if len(self.picks) < 2:
+            plan.update("")
+            return
+        try:
+            weights = self.weights()
+        except SLMError as e:
+            plan.update(Content(f"! {e}"))
+            return
+        plan.update(" + ".join(f"{w:.2f} × {label(Path(p))}" for p, w in zip(self.picks, weights, strict=True)))
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "merge":
+            if len(self.picks) < 2:
+                return False
+            return None if _running(self.merge_worker) or not self.ready else True
+        if action == "compare":
+            return None if _running(self.compare_worker) else bool(self.picks)
+        return True
+
+    def action_reload(self) -> None:
+        entries = list_checkpoints(self.app.workspace)
+        picker = self.query_one(CheckpointPicker)
+        if [str(e.path) for e in entries] != [picker.get_option_at_index(i).value for i in range(picker.option_count)]:
+            picker.show(entries)
+        if not entries:
+            self.show_verdict("no checkpoints yet: train a run in section 3, then branch it with `--from`", "muted")
+
+    def action_force(self) -> None:
+        checkbox = self.query_one("#merge-force", Checkbox)
+        checkbox.value = not checkbox.value
+
+    def action_leave_form(self) -> None:
+        self.query_one(CheckpointPicker).focus()
+
+    def action_merge(self) -> None:
+        if not self.ready or _running(self.merge_worker):
+            self.notify("these checkpoints cannot be merged yet", severity="warning")
+            return
+        paths, force, method = list(self.picks), self.force, self.method
+        try:
+            weights = self.weights()
+            out = self.app.workspace.run_dir(self.output_name())
+        except SLMError as e:
+            self.notify(str(e), severity="error")
+            return
+        progress = self.app.bridge.progress("merge")
+        self.merge_worker = self.app.bridge.run_job(
+            "merge", lambda: merge_checkpoints(paths, weights, method, out=out, force=force, on_progress=progress)
+        )
+        self.show_verdict(f"merging into {out.name}…", "muted")
+        self.refresh_bindings()
+
+    def action_compare(self) -> None:
+        """Evaluate the picks on the validation split of the selected data."""
+        self.start_compare(list(self.picks))
+
+    def start_compare(self, paths: list[str], weights: list[float] | None = None, merged: str | None = None) -> None:
+        app = self.app
+        split = dict(
+            selection=app.selection, val_fraction=app.val_fraction, on_progress=app.bridge.progress("merge-eval")
+        )
+        self.compare_worker = app.bridge.run_job(
+            "merge-eval", lambda: compare(app.workspace, paths, weights, merged, **split)
+        )
+        self.query_one(ComparisonTable).border_title = "validation · evaluating…"
+        self.refresh_bindings()
+
+    # -- job results ---------------------------------------------------------------------------
+
+    def on_job_done(self, message: JobDone) -> None:
+        if message.job == "merge-check":
+            self.checked(message.result)
+        elif message.job == "merge":
+            self.merged(message.result)
+        elif message.job == "merge-eval":
+            table = self.query_one(ComparisonTable)
+            table.show(message.result)
+            tokens = message.result[0].result.tokens if message.result else 0
+            table.border_title = f"validation · {tokens:,} tokens of the selected data's val split"
+        self.refresh_bindings()
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        if message.job in ("merge-check", "merge"):
+            self.show_verdict(f"✗ {message.error}", "error")
+        elif message.job == "merge-eval":
+            self.query_one(ComparisonTable).border_title = Content(f"validation · failed: {message.error}")
+        self.refresh_bindings()
+
+    def on_job_progress(self, message: JobProgress) -> None:
+        share = f" {message.done}/{message.total}" if message.total else ""
+        if message.job == "merge":
+            self.show_verdict(f"merging: {message.stage}{share}…", "muted")
+        elif message.job == "merge-eval":
+            self.query_one(ComparisonTable).border_title = f"validation · evaluating{share}…"
+
+    def checked(self, verdict: Verdict) -> None:
+        if verdict.paths != self.picks or verdict.force != self.force:
+            return  # the picks changed while this check ran
+        self.verdict = verdict
+        if verdict.error:
+            hint = " · f forces it" if "share no ancestor" in verdict.error else ""
+            self.show_verdict(f"✗ {verdict.error}{hint}", "error")
+        elif verdict.warnings:
+            self.show_verdict("! " + " ".join(verdict.warnings) + " · m merges anyway", "warning")
+        else:
+            self.show_verdict("✓ compatible: same shape and tokenizer, a shared ancestor · m merges", "ok")
+
+    def merged(self, path: Path) -> None:
+        """Show the new checkpoint and compare it with its parents."""
+        self.query_one("#merge-name", Input).value = ""
+        self.show_verdict(f"✓ merged into {label(path)}: chat with it or fine-tune it from Checkpoints (6)", "ok")
+        self.action_reload()
+        self.action_leave_form()  # the footer shows the section's keys again
+        record = read_meta(path)["merge"]
+        self.start_compare(record["parents"], record["weights"], str(path))
+
+
+def _running(worker: Worker | None) -> bool:
+    return worker is not None and worker.is_running

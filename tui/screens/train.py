@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Label, Log, ProgressBar, Select, Static
+from textual.widgets import Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static
 
 from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory
 from core.errors import SLMError
@@ -36,7 +36,7 @@ FIELDS: list[tuple[str, str, str]] = [
     ("max_minutes", "minutes", "train"),
     ("eval_interval", "eval every", "train"),
 ]
-MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
+PLOT_INTERVAL = 2.0  # seconds between plot redraws while a run streams steps (a redraw is the monitor's main cost)
 TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
@@ -54,6 +54,7 @@ class TrainScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self._version = -1
+        self._plotted = (0.0, 0, "")  # when the plot was last redrawn, with how many evals, in what state
         self._log_lines = 0
         self.init_from: str | None = None
         self.resume_name: str | None = None
@@ -63,16 +64,22 @@ class TrainScreen(Screen):
         with Horizontal(id="train-body"):
             with VerticalScroll(id="train-form"):
                 yield Label("preset")
-                yield Select(((p, p) for p in PRESETS), value="toy", allow_blank=False, id="preset")
+                yield Select(((p, p) for p in PRESETS), value="toy", allow_blank=False, compact=True, id="preset")
                 yield Label("run name")
-                yield Input(placeholder="preset-date-time", id="name")
+                yield Input(placeholder="preset-date-time", compact=True, id="name")
                 with Vertical(id="fields"):
                     for name, label, _ in FIELDS:
                         with Horizontal(classes="field"):
                             yield Label(label, classes="field-label")
-                            yield Input(id=f"f-{name}", classes="field-input")
+                            yield Input(compact=True, id=f"f-{name}", classes="field-input")
                 yield Label("optimizer")
-                yield Select((("adamw", "adamw"), ("muon", "muon")), value="adamw", allow_blank=False, id="optimizer")
+                yield Select(
+                    (("adamw", "adamw"), ("muon", "muon")),
+                    value="adamw",
+                    allow_blank=False,
+                    compact=True,
+                    id="optimizer",
+                )
                 yield Static("", id="size")
             with Vertical(id="monitor"):
                 yield Static("no run yet: press s to start one with these settings, a to attach", id="status")
@@ -80,7 +87,7 @@ class TrainScreen(Screen):
                 yield LossPlot(id="plot")
                 with Horizontal(id="train-bottom"):
                     yield Static("", id="sample")
-                    yield Log(id="log", max_lines=500)
+                    yield RichLog(id="log", max_lines=500, wrap=True, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -149,7 +156,8 @@ class TrainScreen(Screen):
         size.update(f"{count_params(model) / 1e6:.2f}M parameters\n≈ {memory / 2**20:,.0f} MB to train{source}")
 
     def action_leave_form(self) -> None:
-        self.query_one("#plot").focus()
+        """Escape leaves the form, so single-letter keys act on the run again."""
+        self.set_focus(None)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -239,6 +247,10 @@ class TrainScreen(Screen):
     # -- the monitor ---------------------------------------------------------------------------
 
     def on_training_updated(self, message: TrainingUpdated) -> None:
+        if self.is_current:  # a hidden monitor costs nothing; it catches up when shown
+            self.refresh_monitor()
+
+    def on_screen_resume(self) -> None:
         self.refresh_monitor()
 
     def on_training_finished(self, message: TrainingFinished) -> None:
@@ -261,20 +273,32 @@ class TrainScreen(Screen):
             return
         snapshot = history.snapshot()
         self._version = snapshot.version
-        self.query_one(LossPlot).show(snapshot)
+        self.update_plot(snapshot)
         self.query_one("#status", Static).update(self.status_line(snapshot))
         step = snapshot.last_step
-        self.query_one(ProgressBar).update(progress=100 * step.progress if step else 0)
+        percent = int(100 * step.progress) if step else 0
+        bar = self.query_one(ProgressBar)
+        if bar.progress != percent:
+            bar.update(progress=percent)
         if snapshot.sample:
             self.query_one("#sample", Static).update(
                 f"[b]sample at step {snapshot.sample.step}[/b]\n{snapshot.sample.text}"
             )
-        log = self.query_one(Log)
+        log = self.query_one(RichLog)
         if len(snapshot.log) < self._log_lines:
             log.clear()
             self._log_lines = 0
-        log.write_lines(snapshot.log[self._log_lines :])
+        for line in snapshot.log[self._log_lines :]:
+            log.write(line)
         self._log_lines = len(snapshot.log)
+
+    def update_plot(self, snapshot: RunHistory, force: bool = False) -> None:
+        """Redraw the plot every PLOT_INTERVAL seconds while steps stream in, at once for evals and ends."""
+        when, evals, state = self._plotted
+        changed = len(snapshot.val_steps) != evals or snapshot.state != state
+        if force or changed or time.monotonic() - when >= PLOT_INTERVAL:
+            self._plotted = (time.monotonic(), len(snapshot.val_steps), snapshot.state)
+            self.query_one(LossPlot).show(snapshot)
 
     def status_line(self, h: RunHistory) -> str:
         if h.state == "idle" and not h.steps:

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from core.monitor import RunHistory, downsample
 
 
 class LossPlot(PlotextPlot):
-    """Redrawn from a RunHistory snapshot; each series is cut to about twice the plot's width."""
+    """Redrawn from a RunHistory snapshot; each series is cut to about the plot's width in points.
+
+    Building a plotext canvas costs tens of milliseconds at large sizes, so the rendered text is kept
+    until the data, the size, the theme or the options change.
+    """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.log_scale = False
         self.show_bpb = False
         self._history: RunHistory | None = None
+        self._revision = 0  # bumped by each replot
+        self._drawn: tuple | None = None
+        self._rendered: RenderResult | None = None
 
     def show(self, history: RunHistory) -> None:
         self._history = history
@@ -25,20 +33,25 @@ class LossPlot(PlotextPlot):
         plt.clear_data()
         plt.clear_figure()
         history = self._history
-        limit = max(2 * self.size.width, 20)
+        limit = max(self.size.width, 20)
         plt.xlabel("step")
         plt.yscale("log" if self.log_scale else "linear")
         if history is None or not history.steps:
             plt.title("loss: no run yet (s starts one, a attaches to one)")
-            self.refresh()
-            return
-        xs, ys = downsample(history.steps, history.losses, limit)
-        plt.plot(xs, ys, label="train loss", marker="braille")
-        if history.val_steps:
-            values = history.val_bpb if self.show_bpb else history.val_losses
-            label = "val bits/byte" if self.show_bpb else "val loss"
-            vx, vy = downsample(history.val_steps, values, limit)
-            plt.plot(vx, vy, label=label, marker="braille")
-        scale = " (log)" if self.log_scale else ""
-        plt.title(f"{history.run}: loss{scale}")
+        else:
+            xs, ys = downsample(history.steps, history.losses, limit)
+            plt.plot(xs, ys, label="train loss", marker="braille")
+            if history.val_steps:
+                values = history.val_bpb if self.show_bpb else history.val_losses
+                label = "val bits/byte (right)" if self.show_bpb else "val loss"
+                vx, vy = downsample(history.val_steps, values, limit)
+                plt.plot(vx, vy, label=label, marker="braille", yside="right" if self.show_bpb else "left")
+            plt.title(f"{history.run}: loss{' (log)' if self.log_scale else ''}")
+        self._revision += 1
         self.refresh()
+
+    def render(self) -> RenderResult:
+        key = (self.size, self.app.theme, self._revision)
+        if self._drawn != key:
+            self._rendered, self._drawn = super().render(), key
+        return self._rendered

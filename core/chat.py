@@ -1,0 +1,69 @@
+"""Conversations: the chat template, the completion-mode text, and a transcript in Markdown.
+
+A conversation is a list of messages `{"role": "system" | "user" | "assistant", "content": str}` (the
+OpenAI shape, so fine-tuning and serving read the same thing). In chat mode each turn is rendered as
+`<|role|>content<|end|>` and the prompt ends with `<|assistant|>`; the model's reply ends at `<|end|>`.
+In completion mode the model simply continues the text of the conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import SLMError
+from core.tokenizer import CHAT_TOKENS, Tokenizer
+
+ROLES = ("system", "user", "assistant")
+END = "<|end|>"
+
+Message = dict[str, str]
+
+
+def has_chat_tokens(tokenizer: Tokenizer) -> bool:
+    """True when the tokenizer knows every chat token (<|system|>, <|user|>, <|assistant|>, <|end|>)."""
+    return all(token in tokenizer.special_ids for token in CHAT_TOKENS)
+
+
+def is_chat_model(tokenizer: Tokenizer, meta: dict[str, Any]) -> bool:
+    """True for a checkpoint fine-tuned on conversations (`"chat": true`) with a tokenizer that has chat tokens."""
+    return meta.get("chat") is True and has_chat_tokens(tokenizer)
+
+
+def render_chat(messages: list[Message], tokenizer: Tokenizer, prompt_reply: bool = True) -> list[int]:
+    """Token ids of `<|role|>content<|end|>` per message, then `<|assistant|>` when `prompt_reply`.
+
+    The role and end markers are the special token ids, never text the content could imitate.
+    """
+    if not has_chat_tokens(tokenizer):
+        raise SLMError("this tokenizer has no chat tokens (<|user|>, <|assistant|>…): use completion mode")
+    special = tokenizer.special_ids
+    ids: list[int] = []
+    for message in messages:
+        role = message["role"]
+        if role not in ROLES:
+            raise SLMError(f"unknown chat role {role!r}: use one of {', '.join(ROLES)}")
+        ids += [special[f"<|{role}|>"], *tokenizer.encode(message["content"]), special[END]]
+    if prompt_reply:
+        ids.append(special["<|assistant|>"])
+    return ids
+
+
+def completion_text(messages: list[Message]) -> str:
+    """The conversation as one text to continue: replies follow their prompt directly, each new
+    user message starts on a new line; system messages are left out."""
+    text = ""
+    for message in messages:
+        if message["role"] == "system":
+            continue
+        if message["role"] == "user" and text and not text[-1].isspace():
+            text += "\n"
+        text += message["content"]
+    return text
+
+
+def transcript_markdown(messages: list[Message], title: str, details: list[str]) -> str:
+    """A readable Markdown transcript: a title, a list of details, then one section per message."""
+    lines = [f"# {title}", "", *(f"- {d}" for d in details), ""]
+    for message in messages:
+        lines += [f"## {message['role'].capitalize()}", "", message["content"].rstrip(), ""]
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from core.chat import completion_text, has_chat_tokens, is_chat_model, render_chat, transcript_markdown
+from core.errors import SLMError
+from core.tokenizer import EOT, Tokenizer, train_tokenizer
+from tests.conftest import make_text
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer_file) -> Tokenizer:
+    return Tokenizer.load(tokenizer_file)
+
+
+def test_render_chat_wraps_each_turn_in_special_ids_and_prompts_the_assistant(tok) -> None:
+    s = tok.special_ids
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "The cat"},
+        {"role": "assistant", "content": "sees the moon."},
+        {"role": "user", "content": "A dog"},
+    ]
+    ids = render_chat(messages, tok)
+    expected = []
+    for m in messages:
+        expected += [s[f"<|{m['role']}|>"], *tok.encode(m["content"]), s["<|end|>"]]
+    assert ids == [*expected, s["<|assistant|>"]]
+    assert tok.decode(ids).startswith("<|system|>Be brief.<|end|><|user|>The cat<|end|>")
+    assert render_chat(messages, tok, prompt_reply=False) == expected
+
+
+def test_render_chat_refuses_unknown_roles(tok) -> None:
+    with pytest.raises(SLMError, match="unknown chat role"):
+        render_chat([{"role": "robot", "content": "hi"}], tok)
+
+
+def test_a_tokenizer_without_chat_tokens_has_no_chat_template() -> None:
+    plain = train_tokenizer([make_text(200)], vocab_size=300, special_tokens=[EOT])
+    assert not has_chat_tokens(plain)
+    assert not is_chat_model(plain, {"chat": True})
+    with pytest.raises(SLMError, match="no chat tokens"):
+        render_chat([{"role": "user", "content": "hi"}], plain)
+
+
+def test_chat_model_needs_the_checkpoint_flag(tok) -> None:
+    assert has_chat_tokens(tok)
+    assert is_chat_model(tok, {"chat": True})
+    assert not is_chat_model(tok, {})
+
+
+def test_completion_text_continues_replies_and_starts_user_turns_on_new_lines() -> None:
+    messages = [
+        {"role": "system", "content": "ignored"},
+        {"role": "user", "content": "The cat"},
+        {"role": "assistant", "content": " sees the moon."},
+        {"role": "user", "content": "A dog"},
+        {"role": "assistant", "content": " runs.\n"},
+        {"role": "user", "content": "The end"},
+    ]
+    assert completion_text(messages) == "The cat sees the moon.\nA dog runs.\nThe end"
+
+
+def test_transcript_has_a_section_per_message() -> None:
+    text = transcript_markdown(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello\n"}], "Chat", ["model: m"]
+    )
+    assert text == "# Chat\n\n- model: m\n\n## User\n\nhi\n\n## Assistant\n\nhello\n"

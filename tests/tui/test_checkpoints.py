@@ -1,0 +1,78 @@
+"""The Checkpoints section: the table, and chat / fine-tune / resume / delete from the keyboard."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from core.train import Trainer
+from tests.tui.helpers import wait_until
+from tui.app import StudioApp
+from tui.screens.modals import ConfirmScreen
+
+
+def rows(app) -> list[str]:
+    table = app.screen.query_one(DataTable)
+    return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+
+async def test_table_lists_checkpoints_and_actions_open_sections(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=6, eval_interval=3)
+    Trainer(workspace, "alpha", model, train).run()
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        assert sorted(rows(app)) == ["alpha/best", "alpha/final", "alpha/latest"]
+        table = app.screen.query_one(DataTable)
+        assert str(table.get_row_at(0)[1]) == "6"
+
+        await pilot.press("f")
+        await wait_until(pilot, lambda: app.current_mode == "train")
+        assert app.screen.init_from and "alpha" in app.screen.init_from
+
+        await pilot.press("escape", "6")
+        await pilot.pause()
+        latest = rows(app).index("alpha/latest")
+        app.screen.query_one(DataTable).move_cursor(row=latest)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: app.current_mode == "train")
+        assert app.screen.resume_name == "alpha"
+
+        await pilot.press("escape", "6")
+        await pilot.pause()
+        await pilot.press("c")
+        await wait_until(pilot, lambda: app.current_mode == "chat")
+        await wait_until(pilot, lambda: app.bridge.generator is not None)
+
+
+async def test_delete_asks_first(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=3)
+    Trainer(workspace, "beta", model, train).run()
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        before = rows(app)
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert rows(app) == before
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert len(rows(app)) == len(before) - 1
+        assert not (workspace.run_dir("beta") / before[0].split("/")[1]).exists()
+
+
+async def test_empty_workspace_says_how_to_start(workspace) -> None:
+    app = StudioApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        assert "no checkpoints yet" in str(app.screen.query_one("#checkpoints-detail").render())
+        await pilot.press("d", "c", "r", "f")  # nothing selected: warnings, no crash
+        await pilot.pause()
+        assert app.current_mode == "checkpoints"

@@ -1,0 +1,120 @@
+"""The Data section: the tree of text files, the training selection, the preview and the sample corpus."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Input, Static, TextArea
+
+from core.workspace import Workspace
+from tests.tui.helpers import type_into, wait_until
+from tui.app import StudioApp
+from tui.widgets.datasets.data_tree import DataTree
+
+
+async def settled(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def tree_paths(app) -> list[str]:
+    return [node.data for node in app.screen.query_one(DataTree).nodes()]
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def test_tree_lists_text_files_but_not_hidden_or_other_files(workspace: Workspace) -> None:
+    data = workspace.data_dir
+    (data / ".notes.txt").write_text("hidden\n")
+    (data / ".cache" / "tokens").mkdir(parents=True)
+    (data / ".cache" / "tokens" / "x.txt").write_text("cached\n")
+    (data / "image.png").write_bytes(b"\x89PNG\r\n")
+    (data / "chat.jsonl").write_text(json.dumps({"text": "hello there"}) + "\n")
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        assert tree_paths(pilot.app) == ["stories", "stories/a.txt", "b.md", "chat.jsonl"]
+        assert "all of data/ · 3 files" in text_of(pilot.app, "#data-summary")
+
+
+async def test_space_toggles_files_and_folders_into_the_selection(workspace: Workspace) -> None:
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        app = pilot.app
+        await pilot.press("down", "space")  # stories/a.txt
+        assert app.selection == ["stories/a.txt"]
+        assert "chosen · 1 file" in text_of(app, "#data-summary")
+        await pilot.press("down", "space")  # b.md as well
+        assert app.selection == ["b.md", "stories/a.txt"]
+        await pilot.press("up", "space")  # a.txt out again
+        assert app.selection == ["b.md"]
+        await pilot.press("up", "space")  # the whole stories/ folder
+        assert app.selection == ["b.md", "stories"]
+        await pilot.press("a")  # back to all of data/
+        assert app.selection == []
+        assert "all of data/" in text_of(app, "#data-summary")
+
+
+async def test_leaving_a_file_out_of_a_chosen_folder_keeps_the_rest_of_it(workspace: Workspace) -> None:
+    (workspace.data_dir / "stories" / "c.txt").write_text("Another story.\n")
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        await pilot.press("space", "down", "space")  # choose stories/, then leave a.txt out
+        assert pilot.app.selection == ["stories/c.txt"]
+
+
+async def test_a_file_that_is_not_utf8_shows_its_problem_in_the_preview(workspace: Workspace) -> None:
+    (workspace.data_dir / "latin1.txt").write_bytes("café au lait\n".encode("latin-1") * 20)
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        assert tree_paths(pilot.app)[-1] == "latin1.txt"
+        await pilot.press("down", "down", "down")
+        await settled(pilot)
+        problem = pilot.app.screen.query_one("#data-problem", Static)
+        assert problem.display and "not UTF-8" in str(problem.render())
+        assert not pilot.app.screen.query_one(TextArea).display  # no garbage shown
+        assert "1 skipped" in text_of(pilot.app, "#data-summary")
+        await pilot.press("up")  # a good file still previews
+        await settled(pilot)
+        assert not problem.display
+        assert pilot.app.screen.query_one(TextArea).text.startswith(
+            (workspace.data_dir / "b.md").read_text().splitlines()[0]
+        )
+
+
+async def test_the_validation_fraction_must_be_between_0_and_1(workspace: Workspace) -> None:
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        app = pilot.app
+        await type_into(pilot, "#data-val", "0.25")
+        assert app.val_fraction == 0.25
+        await type_into(pilot, "#data-val", "1.5")
+        assert app.val_fraction < 1  # the last valid value typed is kept
+        assert app.screen.query_one("#data-val-error").display
+        assert app.screen.query_one("#data-val", Input).has_class("-invalid")
+        await pilot.press("escape", "down", "space")
+        assert app.selection == ["stories/a.txt"]  # keys reach the tree again
+
+
+@pytest.fixture
+def quick_sample(monkeypatch):
+    """The real sample writer, with the standard library's docstrings (slow to collect) left out."""
+    import core.sample
+
+    monkeypatch.setattr(core.sample, "docstring_documents", lambda: iter([{"title": "t", "text": "Hello. " * 40}]))
+
+
+async def test_empty_data_offers_the_sample_corpus_on_one_key(tmp_path, quick_sample) -> None:
+    workspace = Workspace.resolve(tmp_path / "empty")
+    async with StudioApp(workspace).run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        app = pilot.app
+        empty = app.screen.query_one("#data-empty", Static)
+        assert empty.display and "Press s to add the sample corpus" in str(empty.render())
+        await pilot.press("s")
+        await wait_until(pilot, lambda: "sample/python-topics.jsonl" in tree_paths(app))
+        assert not empty.display
+        assert (workspace.data_dir / "sample" / "python-docstrings.jsonl").exists()

@@ -1,0 +1,99 @@
+"""The Merge section: pick checkpoints with the keyboard, see whether they merge, merge, compare."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from core.train import Trainer
+from tests.tui.helpers import type_into, wait_until
+from tui.app import StudioApp
+from tui.widgets.merge.comparison import ComparisonTable
+from tui.widgets.merge.picker import CheckpointPicker
+
+
+@pytest.fixture
+def branched(workspace, tiny_configs):
+    """A base run and two runs branched from it."""
+    Trainer(workspace, "base", *tiny_configs(max_steps=4)).run()
+    for name in ("b1", "b2"):
+        Trainer(workspace, name, *tiny_configs(max_steps=4, init_from="base/final", tokenizer=None)).run()
+    return workspace
+
+
+async def pick(pilot, *names: str) -> None:
+    """Open the Merge section and pick checkpoints (RUN/KIND) with the arrow keys and space, in this order."""
+    await pilot.press("4")
+    picker = pilot.app.screen.query_one(CheckpointPicker)
+    picker.focus()
+    for name in names:
+        target = next(i for i in range(picker.option_count) if picker.get_option_at_index(i).value.endswith(name))
+        await pilot.press("home", *["down"] * target, "space")
+
+
+def verdict(app) -> str:
+    return str(app.screen.query_one("#merge-verdict").render())
+
+
+def numbers(table: ComparisonTable) -> list[list[str]]:
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_merge_two_branches_and_compare(branched) -> None:
+    app = StudioApp(branched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick(pilot, "b1/final", "b2/final")
+        await wait_until(pilot, lambda: "compatible" in verdict(app))
+        assert "0.50 × b1/final + 0.50 × b2/final" in str(app.screen.query_one("#merge-plan").render())
+        await type_into(pilot, "#merge-weights", "1, 2, 3")
+        assert "3 weights for 2 checkpoints" in str(app.screen.query_one("#merge-plan").render())
+        await type_into(pilot, "#merge-weights", "3, 1")
+        await type_into(pilot, "#merge-name", "blend")
+        await pilot.press("enter")
+        table = app.screen.query_one(ComparisonTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        assert "merged into blend/final" in verdict(app)
+        rows = numbers(table)
+        assert [r[0] for r in rows] == ["b1/final", "b2/final", "= blend/final"]
+        assert [r[1] for r in rows] == ["0.75", "0.25", "-"]
+        assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
+        meta = json.loads((branched.run_dir("blend") / "final" / "checkpoint.json").read_text())
+        assert meta["merge"]["weights"] == [0.75, 0.25]
+        picker = app.screen.query_one(CheckpointPicker)
+        assert any(picker.get_option_at_index(i).value.endswith("blend/final") for i in range(picker.option_count))
+
+
+async def test_incompatible_checkpoints_are_refused_and_m_does_nothing(branched, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=2)
+    Trainer(branched, "wide", replace(model, n_embd=64), train).run()
+    app = StudioApp(branched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick(pilot, "b1/final", "wide/final")
+        await wait_until(pilot, lambda: "✗" in verdict(app))
+        assert "n_embd 32 vs 64" in verdict(app)
+        before = sorted(p.name for p in branched.checkpoints_dir.iterdir())
+        await pilot.press("m", "f", "m")  # forcing does not help either: the shapes differ
+        await app.workers.wait_for_complete()
+        await wait_until(pilot, lambda: "✗" in verdict(app))
+        assert sorted(p.name for p in branched.checkpoints_dir.iterdir()) == before
+        assert app.screen.check_action("merge", ()) is None  # shown, but disabled
+
+
+async def test_unrelated_runs_merge_only_when_forced(branched, tiny_configs) -> None:
+    Trainer(branched, "solo", *tiny_configs(max_steps=2)).run()
+    app = StudioApp(branched)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick(pilot, "b1/final", "solo/final")
+        await wait_until(pilot, lambda: "share no ancestor" in verdict(app))
+        await pilot.press("m")
+        assert not branched.run_dir("forced").exists()
+        await pilot.press("f")
+        await wait_until(pilot, lambda: verdict(app).startswith("! forced"))
+        await type_into(pilot, "#merge-name", "forced")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "merged into forced/final" in verdict(app))
+        meta = json.loads((branched.run_dir("forced") / "final" / "checkpoint.json").read_text())
+        assert "share no ancestor" in meta["merge"]["warnings"][0]
+        await app.workers.wait_for_complete()

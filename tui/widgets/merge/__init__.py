@@ -1,0 +1,1 @@
+"""Widgets of the Merge section: the checkpoint picker and the side-by-side validation table."""

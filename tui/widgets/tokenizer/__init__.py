@@ -1,0 +1,1 @@
+"""Widgets of the Tokenizer section: the try-it token view."""
