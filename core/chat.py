@@ -34,18 +34,40 @@ def render_chat(messages: list[Message], tokenizer: Tokenizer, prompt_reply: boo
 
     The role and end markers are the special token ids, never text the content could imitate.
     """
+    ids, _ = render_chat_masked(messages, tokenizer)
+    if prompt_reply:
+        ids.append(tokenizer.special_ids["<|assistant|>"])
+    return ids
+
+
+def render_chat_masked(messages: list[Message], tokenizer: Tokenizer) -> tuple[list[int], list[int]]:
+    """The template's token ids and a loss mask over them: 1 on every assistant reply's content and its
+    closing `<|end|>` (what the model must learn to write), 0 on role markers and the other turns."""
     if not has_chat_tokens(tokenizer):
         raise SLMError("this tokenizer has no chat tokens (<|user|>, <|assistant|>…): use completion mode")
     special = tokenizer.special_ids
     ids: list[int] = []
+    mask: list[int] = []
     for message in messages:
         role = message["role"]
         if role not in ROLES:
             raise SLMError(f"unknown chat role {role!r}: use one of {', '.join(ROLES)}")
-        ids += [special[f"<|{role}|>"], *tokenizer.encode(message["content"]), special[END]]
-    if prompt_reply:
-        ids.append(special["<|assistant|>"])
-    return ids
+        body = [*tokenizer.encode_text(message["content"]), special[END]]
+        ids += [special[f"<|{role}|>"], *body]
+        mask += [0, *[int(role == "assistant")] * len(body)]
+    return ids, mask
+
+
+def prompt_ids(messages: list[Message], tokenizer: Tokenizer, mode: str = "chat") -> list[int]:
+    """The conversation as the model reads it before its reply: the chat template, or plain text to continue."""
+    if mode == "chat":
+        return render_chat(messages, tokenizer)
+    return tokenizer.encode(completion_text(messages))
+
+
+def last_user_message(messages: list[Message]) -> str:
+    """What the next reply answers: the content of the last user message ("" when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
 def completion_text(messages: list[Message]) -> str:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import atomic
-from core.config import ModelConfig, count_params, from_dict, load_json
+from core.config import ModelConfig, count_params, from_dict, load_json, to_dict
 from core.errors import SLMError
 from core.tokenizer import Tokenizer
 from core.workspace import Workspace
@@ -74,9 +75,10 @@ class Checkpoint:
         return [i for i in ids if i]
 
 
-def weights_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict without the tied output weight (safetensors refuses shared tensors)."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+def weights_for_saving(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The state dict (`model`'s, or `state` gathered from shards) without the tied output weight
+    (safetensors refuses shared tensors)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in (state or model.state_dict()).items()}
     if getattr(model, "config", None) is not None and model.config.tie_embeddings:
         state.pop("lm_head.weight", None)
     return state
@@ -107,6 +109,46 @@ def save_checkpoint(
         (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
 
     atomic.replace_dir(build, path)
+
+
+def save_as_run(
+    out: Path,
+    config: ModelConfig,
+    weights: dict[str, torch.Tensor],
+    tokenizer: Tokenizer,
+    lineage: list[dict[str, Any]],
+    origin: dict[str, Any],
+) -> Path:
+    """Save weights made outside training (a merge, an import) as the run `out` with its `final` checkpoint;
+    `origin` (e.g. {"merge": ...}) goes into both the checkpoint's and the run's JSON. Returns `out/final`."""
+    run_id = uuid.uuid4().hex
+    model = to_dict(config)
+    meta = {
+        "kind": "final",
+        "run": out.name,
+        "run_id": run_id,
+        "step": 0,
+        "tokens_seen": 0,
+        "model": model,
+        "metrics": {},
+        "lineage": lineage,
+        **origin,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "final", weights, meta, tokenizer)
+    tokenizer.save(out / "tokenizer.json")
+    run_info = {
+        "id": run_id,
+        "name": out.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": model,
+        "params": count_params(config),
+        "tokenizer_hash": tokenizer.hash,
+        "lineage": lineage,
+        **origin,
+    }
+    atomic.write_json(out / "run.json", run_info)
+    return out / "final"
 
 
 def read_meta(path: Path) -> dict[str, Any]:

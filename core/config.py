@@ -97,6 +97,7 @@ class TrainConfig:
     precision: Precision = "auto"
     compile: bool = False
     grad_checkpoint: bool = False
+    shard: bool = False  # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     threads: int | None = None
     seed: int = 1337
 
@@ -194,6 +195,32 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+# Training defaults of the commands that tune a checkpoint (flags override them): supervised fine-tuning on
+# conversations (`slm sft`) and preference tuning from ratings (`slm dpo`, a few dozen pairs: small steps).
+SFT_TRAIN: dict[str, Any] = dict(
+    batch_size=16,
+    lr=1e-3,
+    warmup_steps=20,
+    max_steps=300,
+    eval_interval=50,
+    eval_tokens=16384,
+    sample_interval=100,
+    sample_tokens=48,
+    checkpoint_interval=100,
+)
+DPO_TRAIN: dict[str, Any] = dict(
+    batch_size=8,
+    lr=1e-4,
+    warmup_steps=10,
+    max_steps=100,
+    eval_interval=20,
+    sample_interval=100,
+    sample_tokens=48,
+    checkpoint_interval=50,
+    val_fraction=0.2,
+)
 
 
 def preset(name: str) -> Preset:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,6 @@ def evaluate_tokens(
 ) -> EvalResult:
     """Score consecutive windows of `tokens` (each predicts `context` next tokens) from the start."""
     context = model.config.context
-    device = next(model.parameters()).device
     n = len(tokens)
     if n < 2:
         raise SLMError("too little text to evaluate: it needs at least two tokens")
@@ -53,26 +53,45 @@ def evaluate_tokens(
     targets_wanted = min(max_tokens or n, n - 1)
     starts = list(range(0, n - 1, span))
     starts = [s for s in starts if s + span < n][: max(1, math.ceil(targets_wanted / span))] or [0]
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(starts), batch_size):
+            rows = [np.asarray(tokens[s : s + span + 1], dtype=np.int64) for s in starts[i : i + batch_size]]
+            batch = torch.from_numpy(np.stack(rows))
+            yield batch[:, :-1], batch[:, 1:]
+
+    return score_batches(model, batches(), byte_lengths, amp_dtype)
+
+
+@torch.no_grad()
+def score_batches(
+    model: GPT,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    byte_lengths: torch.Tensor,
+    amp_dtype: torch.dtype | None = None,
+) -> EvalResult:
+    """Loss, perplexity and bits per byte over (inputs, targets) batches; targets of -1 are not scored."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     nats, count, text_nats, text_bytes = 0.0, 0, 0.0, 0
     byte_lengths = byte_lengths.to(device)
     try:
-        for i in range(0, len(starts), batch_size):
-            rows = np.stack([np.asarray(tokens[s : s + span + 1], dtype=np.int64) for s in starts[i : i + batch_size]])
-            batch = torch.from_numpy(rows).to(device)
-            x, y = batch[:, :-1], batch[:, 1:]
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
             with autocast(device, amp_dtype):
                 _, losses = model(x, y, reduction="none")
-            losses = losses.float().view(-1)
-            y = y.reshape(-1)
-            weights = byte_lengths[y]
+            scored = y.reshape(-1) >= 0
+            losses = losses.float().view(-1)[scored]
+            weights = byte_lengths[y.reshape(-1)[scored]]
             nats += float(losses.sum())
-            count += y.numel()
+            count += int(scored.sum())
             text_nats += float((losses * (weights > 0)).sum())
             text_bytes += int(weights.sum())
     finally:
         model.train(was_training)
+    if count == 0:
+        raise SLMError("nothing to evaluate: no scored tokens")
     loss = nats / count
     bpb = text_nats / math.log(2) / max(text_bytes, 1)
     return EvalResult(loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=bpb, tokens=count)

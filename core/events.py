@@ -82,6 +82,17 @@ class CheckpointSaved:
 
 
 @dataclass
+class PreferenceMetrics:
+    """Preference tuning (DPO) on held-out pairs: the mean chosen-minus-rejected log-probability of the answers
+    and the share of pairs whose chosen answer is the likelier one."""
+
+    step: int
+    margin: float
+    win_rate: float
+    pairs: int
+
+
+@dataclass
 class StateChanged:
     """The run was paused or resumed."""
 
@@ -107,6 +118,7 @@ EVENT_TYPES = {
         EvalMetrics,
         SampleText,
         CheckpointSaved,
+        PreferenceMetrics,
         StateChanged,
         RunEnded,
     )

@@ -18,6 +18,7 @@ from core.events import (
     CheckpointSaved,
     EvalMetrics,
     Notice,
+    PreferenceMetrics,
     RunEnded,
     RunStarted,
     SampleText,
@@ -87,6 +88,8 @@ class RunHistory:
             self._log(f"step {event.step}: {event.state}")
         elif isinstance(event, Notice):
             self._log(("warning: " if event.level == "warning" else "") + event.message)
+        elif isinstance(event, PreferenceMetrics):
+            self._log(f"step {event.step}: held-out margin {event.margin:+.3f}, win rate {event.win_rate:.0%}")
         elif isinstance(event, RunEnded):
             self.state = "ended"
             self.end = event

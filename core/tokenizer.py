@@ -50,6 +50,7 @@ class Tokenizer:
         self.special_ids = {t: i for t in SPECIAL_TOKENS if (i := hf.token_to_id(t)) is not None}
         self.eot_id = self.special_ids.get(EOT)
         self._token_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
+        self._plain: HFTokenizer | None = None  # a copy that reads special-token text as plain text
 
     # -- loading and saving --------------------------------------------------------------------
 
@@ -65,6 +66,10 @@ class Tokenizer:
         except Exception as e:
             raise SLMError(f"{path} is not a valid tokenizer.json ({str(e).splitlines()[0]})") from None
         return cls(hf, path)
+
+    @classmethod
+    def from_json(cls, text: str) -> Tokenizer:
+        return cls(HFTokenizer.from_str(text))
 
     def to_json(self) -> str:
         return self.hf.to_str()
@@ -82,6 +87,15 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of `text` as plain text: a special token's text in it (say "<|end|>") is spelled in ordinary
+        tokens, never turned into the special token, so message content cannot imitate the chat template."""
+        if self._plain is None:
+            plain = HFTokenizer.from_str(self.to_json())
+            plain.encode_special_tokens = True
+            self._plain = plain
+        return self._plain.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]

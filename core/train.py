@@ -8,6 +8,7 @@ bit the run that was never stopped (for runs limited by steps or tokens, not by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -30,8 +31,9 @@ from core.checkpoint import (
 )
 from core.config import ModelConfig, TrainConfig, count_params, from_dict, load_json, to_dict
 from core.data import Corpus, TokenData, TokenFile, encode_corpus
+from core.distributed import Dist
 from core.errors import SLMError
-from core.evaluate import autocast, evaluate_tokens
+from core.evaluate import EvalResult, autocast, evaluate_tokens
 from core.events import (
     CheckpointSaved,
     Control,
@@ -103,6 +105,23 @@ class Batches:
         return batch[:, :-1], batch[:, 1:]
 
 
+class RankSlice:
+    """This rank's rows of each global batch. Every rank draws the same global batch (one shared data
+    position) and keeps its own slice, so N ranks train on what one process with N times the batch would."""
+
+    def __init__(self, batches: Any, dist: Dist) -> None:
+        self.batches, self.dist = batches, dist
+        self.rows = batches.batch_size
+        batches.batch_size *= dist.world
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.batches, name)
+
+    def next(self) -> tuple[torch.Tensor, ...]:
+        start = self.dist.rank * self.rows
+        return tuple(t[start : start + self.rows] for t in self.batches.next())
+
+
 def _oom_error(train: TrainConfig) -> SLMError:
     return SLMError(
         f"out of memory at batch size {train.batch_size}: lower --batch-size (raise --grad-accum to keep the "
@@ -118,7 +137,14 @@ def _is_oom(e: BaseException) -> bool:
 
 
 class Trainer:
-    """One training run, new or resumed. Call `run()`; it returns the final `RunEnded` event."""
+    """One training run, new or resumed. Call `run()`; it returns the final `RunEnded` event.
+
+    Subclasses train other objectives on other data (`core.sft`, `core.dpo`) by overriding the data hooks
+    (`_prepare_data`, `_batch_loss`, `_evaluate`, `_sample`, `_meta`); the loop, events, checkpoints, pause,
+    stop and resume stay these.
+    """
+
+    objective = "lm"  # recorded in run.json: `resume_run` picks the trainer class by it
 
     def __init__(
         self,
@@ -139,6 +165,8 @@ class Trainer:
         self.control = control or Control()
         self.resume = resume
         self._metrics_file = None
+        self._shared_tokenizer: Tokenizer | None = None  # under torchrun: the tokenizer rank 0 chose
+        self.dist = Dist()
         self.step = 0
         self.tokens_seen = 0
         self.elapsed = 0.0
@@ -162,11 +190,14 @@ class Trainer:
         saved = load_json(run_dir / "run.json")
         model = from_dict(ModelConfig, saved["model"])
         train = from_dict(TrainConfig, {**saved["train"], **(overrides or {})})
-        return cls(workspace, run, model, train, on_event, control, resume=True)
+        trainer = trainer_class(saved.get("objective", "lm"))
+        return trainer(workspace, run, model, train, on_event, control, resume=True)
 
     # -- events --------------------------------------------------------------------------------
 
     def emit(self, event: Any) -> None:
+        if not self.dist.main:
+            return  # under torchrun rank 0 reports for all
         if self._metrics_file is not None and not isinstance(event, Progress):
             self._metrics_file.write(json.dumps(event_to_dict(event)) + "\n")
             self._metrics_file.flush()
@@ -198,10 +229,65 @@ class Trainer:
                 path = resolve_checkpoint(self.workspace, cfg.init_from)
                 self.parent_ckpt = load_checkpoint(path)
                 self.model_config = self.parent_ckpt.config
-        self.device = pick_device(cfg.device)
+        self.dist = Dist.from_env(cfg.device)
+        self.device = self.dist.device(pick_device(cfg.device))
         self.amp = amp_dtype(self.device, cfg.precision)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        if cfg.threads or self.dist.active:
+            torch.set_num_threads(cfg.threads or self.dist.cpu_threads())
+        self._prepare_data_once()
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(self.model_config).to(self.device)
+        self.model.grad_checkpoint = cfg.grad_checkpoint
+        if self.parent_ckpt is not None:
+            load_weights(self.model, self.parent_ckpt.state, self.parent_ckpt.path)
+        if cfg.shard:
+            self._shard()
+        self.optimizers = self.model.optimizers(cfg, self.device.type)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.byte_lengths = torch.tensor(self.tokenizer.byte_lengths())
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
+        if self.dist.active and not cfg.shard:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.train_model, device_ids=ids)
+        if self.resume:
+            self._restore(self.parent_ckpt)
+        elif self.dist.main:
+            self._start_run_folder()
+
+    def _prepare_data_once(self) -> None:
+        """Prepare the data; under torchrun rank 0 first (tokenizer, token files), then the others from its cache."""
+        if self.dist.main:
+            self._prepare_data()
+        self.dist.barrier()
+        if self.dist.active and self.objective not in ("lm", "sft"):
+            raise SLMError(f"{self.objective} training runs in a single process: start it without torchrun")
+        tokenizer = self.dist.share(self.tokenizer.to_json() if self.dist.main else None)
+        if not self.dist.main:
+            self._shared_tokenizer = Tokenizer.from_json(tokenizer)
+            self._prepare_data()
+        if self.dist.active:
+            self.batches = RankSlice(self.batches, self.dist)
+
+    def _shard(self) -> None:
+        """Shard every block, then the rest, across the ranks (FSDP2); the optimizers then hold shards too."""
+        if not self.dist.active:
+            self.emit(Notice("one process: nothing to shard (--shard needs torchrun, --nproc 2 or more)", "warning"))
+            self.cfg = replace(self.cfg, shard=False)
+            return
+        if self.cfg.optimizer != "adamw":
+            raise SLMError("--shard trains with --optimizer adamw")
+        from torch.distributed.fsdp import fully_shard
+
+        for block in self.model.blocks:
+            fully_shard(block)
+        fully_shard(self.model, reshard_after_forward=True)  # else evaluation leaves the root's weights whole
+
+    def _prepare_data(self) -> None:
+        """Set `self.data` (its `train.tokens`, `val.tokens`, `corpus` fingerprint, `describe()`) and
+        `self.batches` (`next()` gives inputs and targets, -1 where no loss is taken; `generator` is the position)."""
+        cfg = self.cfg
         corpus = Corpus.scan(self.workspace.data_dir, cfg.data, cfg.decode_errors, self._progress)
         for problem in corpus.problems:
             self.emit(Notice(f"skipped {problem.path}: {problem.error}", "warning"))
@@ -212,23 +298,12 @@ class Trainer:
             corpus, self.tokenizer, self.workspace.cache_dir, cfg.val_fraction, cfg.split_seed,
             self._progress, self._cancelled,
         )  # fmt: skip
-        torch.manual_seed(cfg.seed)
-        self.model = GPT(self.model_config).to(self.device)
-        self.model.grad_checkpoint = cfg.grad_checkpoint
-        if self.parent_ckpt is not None:
-            load_weights(self.model, self.parent_ckpt.state, self.parent_ckpt.path)
-        self.optimizers = self.model.optimizers(cfg, self.device.type)
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.batches = Batches(self.data.train, cfg.batch_size, self.model_config.context, cfg.seed + 1, self.device)
-        self.byte_lengths = torch.tensor(self.tokenizer.byte_lengths())
-        self.train_model = torch.compile(self.model) if cfg.compile else self.model
-        if self.resume:
-            self._restore(self.parent_ckpt, corpus)
-        else:
-            self._start_run_folder(corpus)
 
     def _choose_tokenizer(self, corpus: Corpus) -> Tokenizer:
         cfg = self.cfg
+        if self._shared_tokenizer is not None:
+            return self._shared_tokenizer
         named = Tokenizer.load(self.workspace.tokenizer_path(cfg.tokenizer)) if cfg.tokenizer else None
         if self.parent_ckpt is not None:
             if named is not None and named.hash != self.parent_ckpt.tokenizer.hash:
@@ -258,7 +333,7 @@ class Trainer:
                 self.emit(Notice(f"the text supports only {size} tokens: the vocabulary is {size}", "warning"))
             self.model_config = replace(self.model_config, vocab_size=size)
 
-    def _start_run_folder(self, corpus: Corpus) -> None:
+    def _start_run_folder(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex
         lineage = []
@@ -269,6 +344,7 @@ class Trainer:
         self.run_info = {
             "id": self.run_id,
             "name": self.run_name,
+            "objective": self.objective,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "model": to_dict(self.model_config),
             "train": to_dict(self.cfg),
@@ -295,13 +371,19 @@ class Trainer:
         }
 
     def save(self, kind: str) -> None:
-        meta = self._meta(kind)
-        trainer_tensors = None
-        if kind == "latest":
+        """Write checkpoint `kind`. Under torchrun every rank calls this (a sharded model and its optimizer
+        state are gathered from all) and rank 0 writes."""
+        trainer_json = trainer_tensors = None
+        if kind == "latest" and (self.dist.main or self.cfg.shard):
             trainer_json, trainer_tensors = self._trainer_state()
+        gathered = self._gather("get_model_state_dict")
+        if not self.dist.main:
+            return
+        meta = self._meta(kind)
+        if trainer_json is not None:
             meta["trainer"] = trainer_json
         path = self.run_dir / kind
-        save_checkpoint(path, weights_for_saving(self.model), meta, self.tokenizer, trainer_tensors)
+        save_checkpoint(path, weights_for_saving(self.model, gathered), meta, self.tokenizer, trainer_tensors)
         self.emit(CheckpointSaved(self.step, kind, str(path)))
 
     def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -313,7 +395,7 @@ class Trainer:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         optimizers = []
         for i, opt in enumerate(self.optimizers):
-            state = opt.state_dict()
+            state = self._optimizer_state(opt)
             scalars: dict[str, dict[str, Any]] = {}
             for pid, values in state["state"].items():
                 for key, value in values.items():
@@ -333,7 +415,46 @@ class Trainer:
             "corpus": self.data.corpus,
         }, tensors
 
-    def _restore(self, ckpt: Checkpoint, corpus: Corpus) -> None:
+    def _gather(self, getter: str, *parts: Any) -> dict[str, Any] | None:
+        """What `getter` of torch.distributed.checkpoint.state_dict collects from every rank's shards, in full
+        on rank 0 (every rank must call it); None when the model is not sharded."""
+        if not self.cfg.shard:
+            return None
+        from torch.distributed.checkpoint import state_dict
+
+        options = state_dict.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return getattr(state_dict, getter)(self.model, *parts, options=options)
+
+    def _optimizer_state(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        """`opt.state_dict()`, whole even when sharded (then keyed by parameter position like an unsharded one)."""
+        full = self._gather("get_optimizer_state_dict", opt)
+        if full is None:
+            return opt.state_dict()
+        if not full:
+            return {"state": {}, "param_groups": []}  # not rank 0: the whole state went there
+        position = {name: i for i, name in enumerate(n for g in full["param_groups"] for n in g["params"])}
+        groups, start = [], 0
+        for group in full["param_groups"]:
+            groups.append({**group, "params": list(range(start, start + len(group["params"])))})
+            start += len(group["params"])
+        return {"state": {position[n]: v for n, v in full["state"].items()}, "param_groups": groups}
+
+    def _load_optimizer_state(self, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        if not self.cfg.shard:
+            opt.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+        groups, start = [], 0
+        for group in state["param_groups"]:
+            groups.append({**group, "params": order[start : start + len(group["params"])]})
+            start += len(group["params"])
+        full = {"state": {order[pid]: v for pid, v in state["state"].items()}, "param_groups": groups}
+        set_optimizer_state_dict(self.model, opt, full, options=StateDictOptions(full_state_dict=True))
+
+    def _restore(self, ckpt: Checkpoint) -> None:
         meta, tensors = ckpt.meta, ckpt.trainer_tensors
         state = meta.get("trainer") or {}
         self.run_id = meta.get("run_id") or self.run_info.get("id")
@@ -354,16 +475,17 @@ class Trainer:
                     per_param.setdefault(int(pid), {})[key] = tensor  # load_state_dict places it
             for pid, values in saved["scalars"].items():
                 per_param.setdefault(int(pid), {}).update(values)
-            opt.load_state_dict({"state": per_param, "param_groups": saved["param_groups"]})
+            self._load_optimizer_state(opt, {"state": per_param, "param_groups": saved["param_groups"]})
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(tensors["rng.torch"])
         self.batches.generator.set_state(tensors["rng.data"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        if state.get("corpus") and state["corpus"] != corpus.fingerprint():
+        if state.get("corpus") and state["corpus"] != self.data.corpus:
             self.emit(Notice("the data changed since this run was saved: resuming on the new data", "warning"))
-        self._trim_metrics()
+        if self.dist.main:
+            self._trim_metrics()
 
     def _trim_metrics(self) -> None:
         """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
@@ -397,12 +519,17 @@ class Trainer:
     def run(self) -> RunEnded:
         """Prepare and train until a limit, early stopping, a stop request or an error."""
         self.prepare()
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
-            self._metrics_file = metrics
-            try:
+        try:
+            if not self.dist.main:
                 return self._run_loop()
-            finally:
-                self._metrics_file = None
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+                self._metrics_file = metrics
+                try:
+                    return self._run_loop()
+                finally:
+                    self._metrics_file = None
+        finally:
+            self.dist.close()
 
     def _run_loop(self) -> RunEnded:
         self.emit(
@@ -432,18 +559,24 @@ class Trainer:
     def _loop(self) -> RunEnded:
         cfg = self.cfg
         step_time = None
-        while self.progress() < 1.0:
+        step_tokens = self.tokens_per_step * self.dist.world
+        while True:
+            stopped = self._agree()
+            if self.progress() >= 1.0:
+                break
             if self.control.paused:
                 self._pause()
-            if self.control.stopped:
+                stopped = self._agree()
+            if stopped:
                 self.save("latest")
                 return RunEnded(self.step, "stopped", self._best(), "stopped on request; resume with --resume")
             t0 = time.perf_counter()
             loss, grad_norm, lr = self._step()
             self.step += 1
-            self.tokens_seen += self.tokens_per_step
+            self.tokens_seen += step_tokens
             dt = time.perf_counter() - t0
             self.elapsed += dt
+            self._agree()
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
             progress = self.progress()
             self.last_metrics["train_loss"] = loss
@@ -453,7 +586,7 @@ class Trainer:
                     loss=loss,
                     lr=lr,
                     tokens_seen=self.tokens_seen,
-                    tokens_per_s=self.tokens_per_step / step_time,
+                    tokens_per_s=step_tokens / step_time,
                     elapsed_s=self.elapsed,
                     progress=min(progress, 1.0),
                     eta_s=self.elapsed * (1 - progress) / progress if 0 < progress < 1 else 0.0,
@@ -476,6 +609,14 @@ class Trainer:
                 self.save("latest")
         self._finish()
         return RunEnded(self.step, "finished", self._best())
+
+    def _agree(self) -> bool:
+        """Whether a stop was asked. Under torchrun every rank then also takes the slowest rank's clock and
+        any rank's stop request, so that limits by time and Ctrl-C end all ranks at the same step."""
+        if not self.dist.active:
+            return self.control.stopped
+        stopped, self.elapsed = self.dist.agree(self.control.stopped, self.elapsed, self.device)
+        return stopped
 
     def _best(self) -> float | None:
         return None if math.isinf(self.best_val) else self.best_val
@@ -500,14 +641,12 @@ class Trainer:
                 group["lr"] = base * lr / cfg.lr
         try:
             total = torch.zeros((), device=self.device)
-            for _ in range(cfg.grad_accum):
-                x, y = self.batches.next()
-                with autocast(self.device, self.amp):
-                    _, loss = self.train_model(x, y)
-                loss = loss / cfg.grad_accum
-                total += loss.detach()
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_value = float(total)
+            for micro in range(cfg.grad_accum):
+                with self._gradient_sync(micro == cfg.grad_accum - 1), autocast(self.device, self.amp):
+                    loss = self._batch_loss() / cfg.grad_accum
+                    total += loss.detach()
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
+            loss_value = float(self.dist.mean(total))
             if not math.isfinite(loss_value):
                 raise SLMError(
                     f"the loss became {loss_value} at step {self.step + 1}: lower --lr or use --precision fp32; "
@@ -516,7 +655,8 @@ class Trainer:
             if self.scaler:
                 for opt in self.optimizers:
                     self.scaler.unscale_(opt)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf))
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor when sharded
             for opt in self.optimizers:
                 if self.scaler:
                     self.scaler.step(opt)
@@ -534,11 +674,31 @@ class Trainer:
             raise
         return loss_value, grad_norm, lr
 
-    def _eval(self) -> bool:
-        """Evaluate on the validation split; save `best` on improvement; True means stop early."""
-        result = evaluate_tokens(
+    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Under torchrun, average gradients across ranks only on the last micro-step of an accumulation."""
+        if not self.dist.active or sync:
+            if self.cfg.shard:
+                self.model.set_requires_gradient_sync(True)
+            return contextlib.nullcontext()
+        if self.cfg.shard:
+            self.model.set_requires_gradient_sync(False)
+            return contextlib.nullcontext()
+        return self.train_model.no_sync()
+
+    def _batch_loss(self) -> torch.Tensor:
+        """The loss of the next micro-batch."""
+        x, y = self.batches.next()
+        _, loss = self.train_model(x, y)
+        return loss
+
+    def _evaluate(self) -> EvalResult:
+        return evaluate_tokens(
             self.model, self.data.val.array(), self.byte_lengths, self.cfg.batch_size, self.cfg.eval_tokens, self.amp
         )
+
+    def _eval(self) -> bool:
+        """Evaluate on the validation split; save `best` on improvement; True means stop early."""
+        result = self._evaluate()
         improved = result.loss < self.best_val
         if improved:
             self.best_val = result.loss
@@ -557,6 +717,19 @@ class Trainer:
         text = generator.generate([self.tokenizer.eot_id or 0], settings)
         self.model.train()
         self.emit(SampleText(self.step, text))
+
+
+def trainer_class(objective: str) -> type[Trainer]:
+    """The Trainer (sub)class of an objective; the subclasses build on this module, so they load on demand."""
+    if objective == "sft":
+        from core.sft import SFTTrainer
+
+        return SFTTrainer
+    if objective == "dpo":
+        from core.dpo import DPOTrainer
+
+        return DPOTrainer
+    return Trainer
 
 
 def default_run_name(preset_name: str) -> str:

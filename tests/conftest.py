@@ -78,3 +78,14 @@ def tiny_configs(tokenizer_file):
         )
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one CPU thread, and do not crawl when other work shares the CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

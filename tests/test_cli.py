@@ -71,6 +71,8 @@ def test_full_cli_journey(workspace, capsys) -> None:
         (["eval", "--file", "x.txt"], "no checkpoints"),
         (["train", "--name", "../escape"], "invalid run name"),
         (["tokenize", "--name", "t", "--data", "nothing-here"], "does not exist"),
+        (["sft"], "name the conversations with --data FILE"),
+        (["dpo"], "no checkpoints"),
     ],
 )
 def test_errors_are_one_line_with_a_non_zero_exit(workspace, capsys, args, message) -> None:
@@ -91,3 +93,110 @@ def test_presets_table(capsys, tmp_path) -> None:
     assert code == 0
     for name in ("toy", "small", "base", "gpt2", "large", "1b"):
         assert f"\n{name} " in "\n" + out
+
+
+def last_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ")
+    return lines[-1]
+
+
+def test_merge_refuses_incompatible_checkpoints_and_forces_unrelated_ones(workspace, tokenizer_file, capsys) -> None:
+    from core.tokenizer import Tokenizer, train_tokenizer
+    from tests.conftest import make_text
+    from tests.core.test_merge import write_checkpoint
+
+    tok, root = Tokenizer.load(tokenizer_file), workspace.checkpoints_dir
+    write_checkpoint(root / "a" / "final", "run-a", tok)
+    write_checkpoint(root / "b" / "final", "run-b", tok, seed=1)
+    write_checkpoint(root / "wide" / "final", "run-w", tok, n_embd=64)
+    write_checkpoint(root / "other" / "final", "run-o", train_tokenizer([make_text(200, seed=9)], vocab_size=300))
+    for pair, message in [
+        (["a/final", "wide/final"], "their model configs differ (n_embd 32 vs 64"),
+        (["a/final", "other/final"], "different tokenizers"),
+        (["a/final", "b/final"], "share no ancestor"),
+        (["a/final", "b/final", "--method", "ties"], "name it with --base"),
+    ]:
+        code, _, err = run_slm(workspace.root, "merge", *pair, capsys=capsys)
+        assert code == 1 and message in last_error(err)
+    args = ["merge", "a/final", "b/final", "--method", "slerp", "--weights", "1", "3", "--force", "--name", "s"]
+    code, out, err = run_slm(workspace.root, *args, capsys=capsys)
+    assert code == 0, err
+    assert "merged 0.25 × a/final + 0.75 × b/final (slerp) into s/final" in out
+    assert err.startswith("warning: forced: a/final and b/final share no ancestor")
+
+
+def test_pipeline_reports_a_failed_branch_then_resumes(workspace, tokenizer_file, capsys) -> None:
+    from core.checkpoint import load_checkpoint
+
+    (workspace.data_dir / "tiny.txt").write_text("hi\n", encoding="utf-8")  # too short to train on: it fails
+    stages = ["--base-steps=4", "--branch-steps=3", "--tune-steps=2", "--warmup-steps=1", "--method=ties"]
+    flags = ["pipeline", "--name", "p", f"--tokenizer={tokenizer_file}", *stages, *TINY_FLAGS]
+    code, out, err = run_slm(workspace.root, *flags, "--parallel=3", capsys=capsys)
+    assert code == 1
+    assert last_error(err).startswith("error: 1 of 3 branches failed: p-tiny.txt: the training split has only")
+    assert "p-stories: finished in" in out and "p-b.md: finished in" in out  # the others ran to their end
+    run = workspace.run_dir
+    assert (run("p-stories") / "final").is_dir() and not run("p-merged").exists()
+
+    code, out, err = run_slm(workspace.root, *flags, "--data", "stories", "b.md", capsys=capsys)
+    assert code == 0, err
+    assert "p-base: finished already" in out and "p-stories: finished already" in out
+    assert "p-b.md: finished already" in out and "pipeline done: p-tuned/final" in out
+    merged = load_checkpoint(run("p-merged") / "final")
+    assert merged.meta["merge"]["method"] == "ties"
+    assert merged.meta["merge"]["base"] == str(run("p-base") / "final")
+    tuned = load_checkpoint(run("p-tuned") / "final")
+    assert {load_checkpoint(run(n) / "final").meta["run_id"] for n in ("p-b.md", "p-stories")} <= set(tuned.ancestors())
+    code, out, _ = run_slm(
+        workspace.root, "eval", "p-merged", "--file", str(workspace.data_dir / "b.md"), capsys=capsys
+    )
+    assert code == 0 and "bits/byte" in out
+    code, out, _ = run_slm(
+        workspace.root, "generate", "p-merged", "--prompt", "The", "--max-tokens", "3", capsys=capsys
+    )
+    assert code == 0 and out.startswith("The")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_chat_model_journey(workspace, tokenizer_file, capsys) -> None:
+    from tests.core.test_dpo import rate_pairs
+    from tests.core.test_sft import write_conversations
+
+    ws = workspace.root
+    code, _, err = run_slm(
+        ws,
+        "train",
+        "--name",
+        "base",
+        "--tokenizer",
+        str(tokenizer_file),
+        "--max-steps",
+        "2",
+        *TINY_FLAGS,
+        capsys=capsys,
+    )
+    assert code == 0, err
+    write_conversations(workspace)
+    tune = ["--max-steps", "4", "--batch-size", "4", "--eval-interval", "2", "--sample-interval", "4"]
+    code, out, err = run_slm(
+        ws, "sft", "--from", "base", "--data", "chat.jsonl", "--name", "chat", *tune, capsys=capsys
+    )
+    assert code == 0, err
+    assert "finished at step 4" in out and "slm generate chat --chat" in out and "→" in out
+
+    code, out, _ = run_slm(ws, "generate", "chat", "--chat", "--prompt", "Who?", "--max-tokens", "4", capsys=capsys)
+    assert code == 0 and not out.startswith("Who?")
+
+    code, out, _ = run_slm(ws, "feedback", capsys=capsys)
+    assert code == 0 and "no ratings yet" in out
+    rate_pairs(workspace, 6)
+    code, out, _ = run_slm(ws, "feedback", capsys=capsys)
+    assert code == 0 and "12 ratings (6 good, 6 bad)" in out and "6 preference pairs over 6 prompts" in out
+    code, out, _ = run_slm(ws, "feedback", "--export", str(ws / "ratings.jsonl"), capsys=capsys)
+    assert code == 0 and len((ws / "ratings.jsonl").read_text().splitlines()) == 12
+
+    code, out, err = run_slm(ws, "dpo", "--from", "chat", "--name", "tuned", "--beta", "0.2", *tune, capsys=capsys)
+    assert code == 0, err
+    assert "prefs     0 | held-out" in out and "held-out margin" in out and "win rate" in out
+    assert "slm generate tuned --chat" in out  # preference tuning keeps a chat model a chat model

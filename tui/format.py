@@ -1,4 +1,4 @@
-"""Human-readable numbers, shared by the command line and the studio."""
+"""Human-readable numbers and one-line text, shared by the command line and the studio."""
 
 from __future__ import annotations
 
@@ -29,3 +29,9 @@ def clock(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, s = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{s:02d}" if hours else f"{minutes}:{s:02d}"
+
+
+def clip(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

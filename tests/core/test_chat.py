@@ -1,10 +1,20 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from core.chat import completion_text, has_chat_tokens, is_chat_model, render_chat, transcript_markdown
+from core.chat import (
+    END,
+    completion_text,
+    has_chat_tokens,
+    is_chat_model,
+    render_chat,
+    render_chat_masked,
+    transcript_markdown,
+)
 from core.errors import SLMError
-from core.tokenizer import EOT, Tokenizer, train_tokenizer
+from core.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer, train_tokenizer
 from tests.conftest import make_text
 
 
@@ -66,3 +76,35 @@ def test_transcript_has_a_section_per_message() -> None:
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello\n"}], "Chat", ["model: m"]
     )
     assert text == "# Chat\n\n- model: m\n\n## User\n\nhi\n\n## Assistant\n\nhello\n"
+
+
+def spans(ids: list[int], mask: list[int]) -> list[list[int]]:
+    """The runs of consecutive masked-in ids."""
+    runs: list[list[int]] = []
+    for i, (token, m) in enumerate(zip(ids, mask, strict=True)):
+        if m:
+            if i == 0 or not mask[i - 1]:
+                runs.append([])
+            runs[-1].append(token)
+    return runs
+
+
+CONTENT = st.lists(st.one_of(st.text(max_size=6), st.sampled_from([*SPECIAL_TOKENS, "User:", "\n"])), max_size=4)
+MESSAGES = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]), "content": CONTENT.map("".join)}),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=MESSAGES)
+def test_template_round_trip_masks_exactly_the_assistant_replies(tok, messages) -> None:
+    ids, mask = render_chat_masked(messages, tok)
+    assert ids == render_chat(messages, tok, prompt_reply=False)
+    assert tok.decode(ids) == "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages)
+    replies = [m["content"] + END for m in messages if m["role"] == "assistant"]
+    assert [tok.decode(run) for run in spans(ids, mask)] == replies
+    # content never imitates the template: the special ids are exactly the markers of the turns
+    special = set(tok.special_ids.values())
+    assert sum(t in special for t in ids) == 2 * len(messages)

@@ -11,11 +11,31 @@ from core.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, 
 from core.config import ModelConfig, to_dict
 from core.errors import SLMError
 from core.generate import Generator, SamplingSettings
-from core.merge import check_compatible, evaluate_checkpoints, load_header, merge_checkpoints, merge_linear
+from core.merge import (
+    METHODS,
+    MergeOptions,
+    check_compatible,
+    evaluate_checkpoints,
+    load_header,
+    merge_checkpoints,
+    merge_linear,
+    merge_slerp,
+    merge_task_arithmetic,
+    merge_ties,
+)
 from core.model import GPT
 from core.tokenizer import Tokenizer, train_tokenizer
 from core.train import Trainer
 from tests.conftest import TINY_MODEL, make_text
+
+
+def write_checkpoint(path: Path, run_id: str, tokenizer: Tokenizer, lineage=(), seed: int = 0, **model) -> Path:
+    """A random-weight tiny checkpoint at `path` whose run id is `run_id`."""
+    config = ModelConfig(**{**TINY_MODEL, **model})
+    torch.manual_seed(seed)
+    meta = {"run_id": run_id, "step": 1, "model": to_dict(config), "lineage": list(lineage)}
+    save_checkpoint(path, weights_for_saving(GPT(config)), meta, tokenizer)
+    return path
 
 
 @pytest.fixture
@@ -23,12 +43,8 @@ def make_ckpt(tmp_path, tokenizer_file):
     """Write a random-weight checkpoint `tmp_path/NAME/final` whose run id is `run_id`."""
 
     def make(name: str, run_id: str, lineage=(), seed: int = 0, tokenizer: Tokenizer | None = None, **model):
-        config = ModelConfig(**{**TINY_MODEL, **model})
-        torch.manual_seed(seed)
-        meta = {"run_id": run_id, "step": 1, "model": to_dict(config), "lineage": list(lineage)}
-        path = tmp_path / name / "final"
-        save_checkpoint(path, weights_for_saving(GPT(config)), meta, tokenizer or Tokenizer.load(tokenizer_file))
-        return path
+        tokenizer = tokenizer or Tokenizer.load(tokenizer_file)
+        return write_checkpoint(tmp_path / name / "final", run_id, tokenizer, lineage, seed, **model)
 
     return make
 
@@ -132,3 +148,89 @@ def test_merged_run_lists_evaluates_generates_and_fine_tunes(workspace, tiny_con
     assert end.reason == "finished"
     child = load_checkpoint(workspace.run_dir("child") / "final")
     assert load_checkpoint(parents[0]).ancestors()[-1] in child.ancestors()
+
+
+def states_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def rooted(make_ckpt) -> tuple[Path, Path, Path]:
+    """A base checkpoint on disk and two branches whose lineage names it."""
+    base = make_ckpt("base", "base-id")
+    ref = [{"run_id": "base-id", "path": str(base), "step": 1}]
+    return base, make_ckpt("a", "run-a", ref, seed=1), make_ckpt("b", "run-b", ref, seed=2)
+
+
+def test_slerp_returns_its_ends_and_keeps_the_norm_between_them() -> None:
+    torch.manual_seed(0)
+    a, b = {"w": torch.randn(4, 3), "v": torch.randn(5)}, {"w": torch.randn(4, 3), "v": torch.randn(5)}
+    assert all(torch.equal(merge_slerp(a, b, 0.0)[k], a[k]) for k in a)
+    assert all(torch.equal(merge_slerp(a, b, 1.0)[k], b[k]) for k in a)
+    half = merge_slerp({"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([0.0, 1.0])}, 0.5)["w"]
+    assert torch.allclose(half, torch.tensor([0.5**0.5, 0.5**0.5]))  # on the arc, not the chord's midpoint
+    parallel = merge_slerp({"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([2.0, 4.0])}, 0.25)["w"]
+    assert torch.allclose(parallel, torch.tensor([1.25, 2.5]))  # no arc: linear interpolation
+    with pytest.raises(SLMError, match="between 0 and 1"):
+        merge_slerp(a, b, 1.5)
+
+
+def test_task_arithmetic_adds_weighted_task_vectors_to_the_base() -> None:
+    base = {"w": torch.tensor([1.0, 1.0])}
+    models = [{"w": torch.tensor([2.0, 3.0])}, {"w": torch.tensor([4.0, -1.0])}]  # task vectors [1, 2], [3, -2]
+    assert torch.allclose(merge_task_arithmetic(base, models, [1, 1], MergeOptions())["w"], torch.tensor([5.0, 1.0]))
+    halved = merge_task_arithmetic(base, models, [1, 1], MergeOptions(scale=0.5))["w"]
+    assert torch.allclose(halved, merge_linear(models, [1, 1])["w"])  # half the sum of two task vectors: the mean
+    assert torch.allclose(merge_task_arithmetic(base, models, [3, 1], MergeOptions())["w"], torch.tensor([4.0, 3.0]))
+
+
+def test_ties_trims_elects_a_sign_and_averages_the_agreeing_values() -> None:
+    base = {"w": torch.zeros(4)}
+    models = [{"w": torch.tensor([3.0, -1.0, 0.1, 2.0])}, {"w": torch.tensor([1.0, 2.0, -0.2, -4.0])}]
+    # density 0.5 keeps [3, 0, 0, 2] and [0, 2, 0, -4]; elected signs + + 0 -; 2 disagrees with -4 and is dropped
+    merged = merge_ties(base, models, [1, 1], MergeOptions(density=0.5))["w"]
+    assert torch.allclose(merged, torch.tensor([3.0, 2.0, 0.0, -4.0]))
+    both = merge_ties(base, [models[0], models[0]], [1, 3], MergeOptions(density=1.0))["w"]
+    assert torch.allclose(both, models[0]["w"])  # agreeing values are averaged, not summed
+
+
+@pytest.mark.parametrize("method", ["task-arithmetic", "ties"])
+def test_zero_deltas_return_the_base(method) -> None:
+    torch.manual_seed(0)
+    base = {"w": torch.randn(8, 4), "n": torch.ones(4)}
+    merged = METHODS[method].combine([base, dict(base)], [0.5, 0.5], base, MergeOptions())
+    assert states_equal(merged, base)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_merging_a_checkpoint_with_itself_returns_it(make_ckpt, tmp_path, method) -> None:
+    path = make_ckpt("a", "run-a")
+    merged = load_checkpoint(merge_checkpoints([path, path], None, method, out=tmp_path / "self", base=path))
+    assert states_equal(merged.state, load_checkpoint(path).state)
+    assert merged.meta["merge"]["method"] == method
+
+
+def test_base_methods_find_the_shared_base_and_record_it(make_ckpt, tmp_path) -> None:
+    base, a, b = rooted(make_ckpt)
+    merged = load_checkpoint(merge_checkpoints([a, b], [1, 1], "ties", out=tmp_path / "t"))
+    record = merged.meta["merge"]
+    assert record["base"] == str(base) and record["density"] == 0.2 and record["scale"] == 1.0
+    base_state, states = load_checkpoint(base).state, [load_checkpoint(p).state for p in (a, b)]
+    expected = merge_ties(base_state, states, [1, 1], MergeOptions())
+    assert states_equal(merged.state, expected)
+    assert "base-id" in merged.ancestors()
+    linear = load_checkpoint(merge_checkpoints([a, b], None, "linear", out=tmp_path / "l", base=base))
+    assert "base" not in linear.meta["merge"]  # linear reads no base
+
+
+def test_base_methods_refuse_without_a_base_and_slerp_takes_two(make_ckpt, tmp_path) -> None:
+    a, b = branches(make_ckpt)  # their shared base is not on disk
+    with pytest.raises(SLMError, match="--base"):
+        merge_checkpoints([a, b], None, "task-arithmetic", out=tmp_path / "m")
+    with pytest.raises(SLMError, match="exactly 2 checkpoints, not 3"):
+        merge_checkpoints([a, b, a], None, "slerp", out=tmp_path / "m")
+    wide = make_ckpt("wide", "run-w", n_embd=64)
+    with pytest.raises(SLMError, match="n_embd 32 vs 64"):
+        merge_checkpoints([a, b], None, "ties", out=tmp_path / "m", base=wide)
+    with pytest.raises(SLMError, match="density"):
+        MergeOptions(density=0)
+    assert not (tmp_path / "m").exists()

@@ -12,9 +12,11 @@ import pytest
 from textual.widgets import Markdown
 
 from core.config import ModelConfig, TrainConfig
+from core.feedback import FeedbackDB
 from core.generate import Generator, SamplingSettings
 from core.workspace import Workspace
 from tests.conftest import TINY_MODEL, TINY_TRAIN, make_text
+from tests.core.test_sft import write_conversations
 from tests.tui.helpers import wait_until
 from tui.app import StudioApp
 from tui.screens.chat import SLASH_COMMANDS, ChatScreen
@@ -363,3 +365,52 @@ async def test_the_last_model_used_is_loaded_again(chat_ws) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_chat(app, pilot)
         await wait_until(pilot, lambda: "other/latest" in status(screen))
+
+
+@pytest.fixture(scope="module")
+def sft_runs(trained_runs: Path, tmp_path_factory) -> Path:
+    """The trained runs plus `chat`: `run/final` fine-tuned on a few conversations (the newest run)."""
+    from core.sft import SFTTrainer
+
+    ws = Workspace.resolve(tmp_path_factory.mktemp("sft") / "ws")
+    ws.ensure()
+    shutil.copytree(trained_runs, ws.checkpoints_dir, dirs_exist_ok=True)
+    write_conversations(ws)
+    train = TrainConfig(**{**TINY_TRAIN, "init_from": "run/final", "data": ["chat.jsonl"], "max_steps": 4})
+    SFTTrainer(ws, "chat", ModelConfig(**TINY_MODEL), train).run()
+    return ws.checkpoints_dir
+
+
+@pytest.mark.usefixtures("one_thread")
+async def test_an_sft_checkpoint_chats_in_chat_mode_and_its_replies_are_rated(workspace, sft_runs) -> None:
+    shutil.copytree(sft_runs, workspace.checkpoints_dir, dirs_exist_ok=True)
+    db = FeedbackDB.for_workspace(workspace)
+    app = StudioApp(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_chat(app, pilot)
+        assert screen.mode == "chat" and "chat/best" in status(screen) and "· chat ·" in status(screen)
+        await write(pilot, "/rate +")
+        assert "no reply to rate yet" in notes(screen)[-1]
+        await write(pilot, "/max 6")
+        reply = await send(pilot, screen, "Who sees the moon?")
+
+        await pilot.press("escape", "plus")  # the keys act outside the prompt
+        await wait_until(pilot, lambda: [r.rating for r in db.ratings()] == [1])
+        await wait_until(pilot, lambda: "rated the last reply good" in notes(screen)[-1])
+        await pilot.press("minus")  # changes that rating
+        await wait_until(pilot, lambda: [r.rating for r in db.ratings()] == [-1])
+        first = db.ratings()[0]
+        assert first.conversation == [{"role": "user", "content": "Who sees the moon?"}]
+        assert first.answer == reply.text and first.model == "chat/best" and first.mode == "chat"
+        assert first.sampling["max_tokens"] == 6
+
+        screen.query_one(PromptInput).focus()
+        await send(pilot, screen, "/retry")
+        assert "/pick 1" in notes(screen)[-1]
+        await write(pilot, "/pick 1")
+        await wait_until(pilot, lambda: len(db.ratings()) == 3)
+        earlier, new = db.ratings()[1:]
+        assert (earlier.answer, earlier.rating, new.rating) == (reply.text, 1, -1)
+        assert screen.messages[-1]["content"] == reply.text == screen.query(Reply).last().text
+        await write(pilot, "/pick 2")
+        assert "/retry a reply first" in notes(screen)[-1]

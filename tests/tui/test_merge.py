@@ -7,7 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from core.tokenizer import Tokenizer
 from core.train import Trainer
+from tests.core.test_merge import write_checkpoint
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp
 from tui.widgets.merge.comparison import ComparisonTable
@@ -96,4 +98,36 @@ async def test_unrelated_runs_merge_only_when_forced(branched, tiny_configs) -> 
         await wait_until(pilot, lambda: "merged into forced/final" in verdict(app))
         meta = json.loads((branched.run_dir("forced") / "final" / "checkpoint.json").read_text())
         assert "share no ancestor" in meta["merge"]["warnings"][0]
+        await app.workers.wait_for_complete()
+
+
+@pytest.fixture
+def rooted(workspace, tokenizer_file):
+    """Untrained checkpoints made instantly: a base run and two runs whose lineage names it."""
+    tokenizer = Tokenizer.load(tokenizer_file)
+    base = write_checkpoint(workspace.run_dir("base") / "final", "base-id", tokenizer)
+    ref = [{"run_id": "base-id", "path": str(base), "step": 1}]
+    for seed, name in enumerate(("b1", "b2"), start=1):
+        write_checkpoint(workspace.run_dir(name) / "final", f"{name}-id", tokenizer, ref, seed=seed)
+    for name in ("base", "b1", "b2"):
+        (workspace.run_dir(name) / "run.json").write_text("{}")
+    return workspace
+
+
+async def test_a_ties_merge_shows_the_base_field_and_uses_the_shared_base(rooted) -> None:
+    app = StudioApp(rooted)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pick(pilot, "b1/final", "b2/final")
+        await wait_until(pilot, lambda: "compatible" in verdict(app))
+        base_field = app.screen.query_one("#merge-base-field")
+        assert not base_field.display  # linear needs no base
+        await pilot.click("#merge-method")
+        await pilot.press("down", "down", "down", "enter")  # linear, slerp, task-arithmetic, ties
+        await wait_until(pilot, lambda: app.screen.method == "ties")
+        assert base_field.display and "trimmed" in str(app.screen.query_one("#merge-method-about").render())
+        await type_into(pilot, "#merge-name", "tied")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "merged into tied/final" in verdict(app))
+        meta = json.loads((rooted.run_dir("tied") / "final" / "checkpoint.json").read_text())
+        assert meta["merge"]["method"] == "ties" and meta["merge"]["base"] == str(rooted.run_dir("base") / "final")
         await app.workers.wait_for_complete()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partialmethod
 from pathlib import Path
 
@@ -19,13 +19,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
 from core import atomic
-from core.chat import END, Message, completion_text, has_chat_tokens, is_chat_model, render_chat, transcript_markdown
+from core.chat import END, Message, has_chat_tokens, is_chat_model, prompt_ids, transcript_markdown
 from core.checkpoint import list_checkpoints, resolve_checkpoint
 from core.config import count_params
 from core.errors import SLMError
+from core.feedback import FILE_NAME, FeedbackDB, Rating
 from core.sampling import SamplingSettings
 from core.tokenizer import Tokenizer
-from tui.format import count
+from tui.format import clip, count
 from tui.messages import GenerationDone, GenerationText, JobDone, JobFailed, JobProgress, ModelLoaded
 from tui.screens.modals import PickScreen
 from tui.widgets.chat.log import ChatLog, Reply
@@ -42,7 +43,9 @@ SLASH_COMMANDS: list[tuple[str, str]] = [
     ("/model NAME", "chat with another checkpoint: RUN, RUN/best|final|latest or a folder"),
     ("/models", "pick a checkpoint from a list (also F2)"),
     ("/params", "the sampling settings and the model's figures"),
-    ("/retry", "drop the last reply and generate it again"),
+    ("/retry", "generate the last reply again; then /pick says which of the two is better"),
+    ("/rate +|-", "rate the last reply good or bad (also + and - outside the prompt); slm dpo learns from ratings"),
+    ("/pick 1|2", "after /retry: the earlier reply (1) or the new one (2) is the better; keeps that one"),
     ("/reset", "start a new conversation (keeps the system prompt)"),
     ("/save [FILE]", "write the conversation as Markdown (default checkpoints/chats/DATE-TIME.md)"),
     ("/help", "list these commands"),
@@ -85,6 +88,8 @@ class ChatScreen(Screen):
         Binding("escape", "stop", "Stop reply", id="chat.stop"),
         Binding("escape", "leave_prompt", "Leave prompt", show=False, id="chat.leave_prompt"),
         Binding("f2,ctrl+o", "models", "Models", id="chat.models"),
+        Binding("plus", "rate(1)", "Good reply", id="chat.rate_good"),
+        Binding("minus", "rate(-1)", "Bad reply", id="chat.rate_bad"),
     ]
 
     def __init__(self) -> None:
@@ -96,6 +101,9 @@ class ChatScreen(Screen):
         self.request: int | None = None  # the generation streaming now
         self.reply: Reply | None = None  # where it streams to
         self.used = 0  # context tokens used by the conversation
+        self.replies = 0  # replies finished so far: names the reply a rating belongs to
+        self.rating: tuple[int, int] | None = None  # (reply number, rating id) of the last reply's rating
+        self.earlier: Rating | None = None  # the reply /retry replaced (model and settings included), for /pick
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -195,6 +203,8 @@ class ChatScreen(Screen):
             await self.finish_reply(f"failed: {message.error}", 0)
         elif message.job == "save-chat":
             self.note(f"could not save the conversation: {message.error}", error=True)
+        elif message.job in ("rate", "rate-pair"):
+            self.note(f"could not store the rating: {message.error}", error=True)
 
     async def action_models(self) -> None:
         entries = await asyncio.to_thread(list_checkpoints, self.app.workspace)
@@ -243,6 +253,7 @@ class ChatScreen(Screen):
         return None
 
     def send(self, text: str) -> None:
+        self.earlier = None
         self.messages.append({"role": "user", "content": text})
         self.query_one(ChatLog).add_user(text)
         self.generate()
@@ -251,12 +262,14 @@ class ChatScreen(Screen):
         if self.app.bridge.generator is None:
             raise SLMError(NO_MODEL)
 
+    def conversation(self) -> list[Message]:
+        """The messages the model reads: in chat mode the system prompt comes first."""
+        system = [{"role": "system", "content": self.system}] if self.system and self.mode == "chat" else []
+        return system + self.messages
+
     def prompt_ids(self, tokenizer: Tokenizer) -> list[int]:
         """The conversation as the model will read it."""
-        if self.mode == "chat":
-            system = [{"role": "system", "content": self.system}] if self.system else []
-            return render_chat(system + self.messages, tokenizer)
-        return tokenizer.encode(completion_text(self.messages))
+        return prompt_ids(self.conversation(), tokenizer, self.mode)
 
     def generate(self) -> None:
         """Stream a reply to the conversation."""
@@ -282,14 +295,28 @@ class ChatScreen(Screen):
         """The reply joins the conversation (whatever streamed of it) and shows its stats."""
         reply, self.reply, self.request = self.reply, None, None
         self.messages.append({"role": "assistant", "content": reply.text})
+        self.replies += 1
         self.used += new_tokens
         self.refresh_status()
         self.refresh_bindings()
         await reply.finish(stats)
+        if self.earlier is not None:
+            self.note(
+                f"Which reply is better? `/pick 1` the earlier one (“{clip(self.earlier.answer, 80)}”), "
+                "`/pick 2` this one."
+            )
 
     def on_job_done(self, message: JobDone) -> None:
         if message.job == "save-chat":
             self.note(f"saved the conversation to `{message.result}`")
+        elif message.job == "rate":
+            reply, rating_id, value = message.result
+            self.rating = (reply, rating_id)
+            self.note(f"rated the last reply {'good' if value > 0 else 'bad'} (#{rating_id} in `{FILE_NAME}`)")
+        elif message.job == "rate-pair":
+            self.note(
+                f"recorded which reply is better (#{message.result[0]} and #{message.result[1]} in `{FILE_NAME}`)"
+            )
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -298,6 +325,8 @@ class ChatScreen(Screen):
             return self.generating
         if action == "leave_prompt":
             return isinstance(self.focused, PromptInput)
+        if action == "rate":
+            return self.last_reply() is not None
         return True
 
     def action_stop(self) -> None:
@@ -305,6 +334,49 @@ class ChatScreen(Screen):
 
     def action_leave_prompt(self) -> None:
         self.query_one(ChatLog).focus()
+
+    def action_rate(self, value: int) -> None:
+        try:
+            self.rate(value)
+        except SLMError as e:
+            self.note(str(e), error=True)
+
+    # -- ratings -------------------------------------------------------------------------------
+
+    def last_reply(self) -> str | None:
+        """The last reply, when there is one and nothing is streaming."""
+        if self.generating or not self.messages or self.messages[-1]["role"] != "assistant":
+            return None
+        return self.messages[-1]["content"]
+
+    def rating_of(self, answer: str, value: int) -> Rating:
+        """A rating of `answer` as the reply to the conversation before the last reply, by the model and
+        settings of now."""
+        model = self.app.bridge.model_path
+        return Rating(
+            self.conversation()[:-1],
+            answer,
+            value,
+            model=checkpoint_label(model) if model else "",
+            sampling=asdict(self.settings),
+            mode=self.mode,
+        )
+
+    def rate(self, value: int) -> None:
+        """Store a rating of the last reply (a second one changes it), in a worker."""
+        answer = self.last_reply()
+        if answer is None:
+            raise SLMError("no reply to rate yet")
+        db, reply, rating = FeedbackDB.for_workspace(self.app.workspace), self.replies, self.rating
+        new = self.rating_of(answer, value)
+
+        def store() -> tuple[int, int, int]:
+            if rating is not None and rating[0] == reply:
+                db.set_rating(rating[1], value)
+                return reply, rating[1], value
+            return reply, db.add(new)[0], value
+
+        self.app.bridge.run_job("rate", store)
 
     # -- slash commands ------------------------------------------------------------------------
 
@@ -379,11 +451,33 @@ class ChatScreen(Screen):
         if not self.messages:
             raise SLMError("nothing to retry yet")
         if self.messages[-1]["role"] == "assistant":
-            self.messages.pop()
+            self.earlier = self.rating_of(self.messages.pop()["content"], 1)
             await self.query(Reply).last().remove()
         self.generate()
 
+    async def command_rate(self, arg: str) -> None:
+        values = {"+": 1, "good": 1, "-": -1, "bad": -1}
+        if arg not in values:
+            raise SLMError("say /rate + (good) or /rate - (bad)")
+        self.rate(values[arg])
+
+    async def command_pick(self, arg: str) -> None:
+        if arg not in ("1", "2"):
+            raise SLMError("say /pick 1 (the earlier reply) or /pick 2 (the new one)")
+        new = self.last_reply()
+        if self.earlier is None or new is None:
+            raise SLMError("nothing to pick from: /retry a reply first")
+        earlier, self.earlier = self.earlier, None
+        first = 1 if arg == "1" else -1
+        ratings = [replace(earlier, rating=first), self.rating_of(new, -first)]
+        db = FeedbackDB.for_workspace(self.app.workspace)
+        self.app.bridge.run_job("rate-pair", lambda: db.add(*ratings))
+        if arg == "1":
+            self.messages[-1]["content"] = earlier.answer
+            await self.query(Reply).last().show(earlier.answer)
+
     async def command_reset(self, arg: str) -> None:
+        self.earlier = None
         self.messages.clear()
         self.used = 0
         await self.query_one(ChatLog).clear()

@@ -13,6 +13,11 @@ def _keys(binding: Binding) -> str:
     return " / ".join(f"`{k.strip()}`" for k in binding.key.split(","))
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a bare `|` (as in `/mode chat|completion`) would split the cell."""
+    return text.replace("|", "\\|")
+
+
 def help_markdown(app) -> str:
     from tui.app import SECTIONS
     from tui.screens.chat import SLASH_COMMANDS
@@ -27,7 +32,13 @@ def help_markdown(app) -> str:
             lines += ["", f"## {key} · {label}", "", "| key | does |", "| --- | --- |"]
             lines += [f"| {_keys(b)} | {b.description} |" for b in screen_bindings]
     lines += ["", "## Chat slash commands", "", "| command | does |", "| --- | --- |"]
-    lines += [f"| `{usage}` | {text} |" for usage, text in SLASH_COMMANDS]
+    lines += [f"| `{_cell(usage)}` | {_cell(text)} |" for usage, text in SLASH_COMMANDS]
+    lines += [
+        "",
+        "Ratings (`+`, `-`, `/rate`, `/pick`) are kept in `checkpoints/feedback.sqlite`: `slm feedback` lists them,",
+        "`slm dpo --from CKPT` tunes a model on them. `slm sft` makes a chat model, which the Chat section talks to",
+        "in chat mode by itself.",
+    ]
     lines += ["", "Press `escape` to close this screen."]
     return "\n".join(lines)
 

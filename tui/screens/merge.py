@@ -27,6 +27,7 @@ from core.merge import (
     load_header,
     merge_checkpoints,
     normalised,
+    shares,
 )
 from core.workspace import Workspace
 from tui.messages import JobDone, JobFailed, JobProgress
@@ -106,6 +107,9 @@ class MergeScreen(Screen):
                     yield Label("method", classes="merge-label")
                     methods = ((m.name, m.name) for m in METHODS.values())
                     yield Select(methods, value="linear", allow_blank=False, compact=True, id="merge-method")
+                with Horizontal(classes="merge-field", id="merge-base-field"):
+                    yield Label("base", classes="merge-label")
+                    yield Select([], prompt="shared ancestor", compact=True, id="merge-base")
                 with Horizontal(classes="merge-field"):
                     yield Label("weights", classes="merge-label")
                     yield Input(placeholder="equal", compact=True, id="merge-weights")
@@ -172,6 +176,7 @@ class MergeScreen(Screen):
     @on(Select.Changed, "#merge-method")
     def describe_method(self) -> None:
         self.query_one("#merge-method-about", Static).update(METHODS[self.method].description)
+        self.query_one("#merge-base-field").display = METHODS[self.method].needs_base
 
     @on(Input.Submitted)
     def submitted(self) -> None:
@@ -185,6 +190,12 @@ class MergeScreen(Screen):
         """The normalised weights of the picks, in the order they were picked (SLMError when invalid)."""
         given = parse_weights(self.query_one("#merge-weights", Input).value)
         return normalised(given or [1.0] * len(self.picks), len(self.picks))
+
+    @property
+    def base(self) -> Path | None:
+        """The base picked for a method that needs one; None leaves it to the picks' nearest shared ancestor."""
+        select = self.query_one("#merge-base", Select)
+        return None if select.is_blank() else Path(str(select.value))
 
     def output_name(self) -> str:
         return self.query_one("#merge-name", Input).value.strip() or f"merge-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -204,7 +215,7 @@ class MergeScreen(Screen):
         except SLMError as e:
             plan.update(Content(f"! {e}"))
             return
-        plan.update(" + ".join(f"{w:.2f} × {label(Path(p))}" for p, w in zip(self.picks, weights, strict=True)))
+        plan.update(shares(list(self.picks), weights))
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -222,6 +233,11 @@ class MergeScreen(Screen):
         picker = self.query_one(CheckpointPicker)
         if [str(e.path) for e in entries] != [picker.get_option_at_index(i).value for i in range(picker.option_count)]:
             picker.show(entries)
+            base = self.query_one("#merge-base", Select)
+            chosen = base.value
+            base.set_options((label(e.path), str(e.path)) for e in entries)
+            if chosen in {str(e.path) for e in entries}:
+                base.value = chosen
         if not entries:
             self.show_verdict("no checkpoints yet: train a run in section 3, then branch it with `--from`", "muted")
 
@@ -236,7 +252,7 @@ class MergeScreen(Screen):
         if not self.ready or _running(self.merge_worker):
             self.notify("these checkpoints cannot be merged yet", severity="warning")
             return
-        paths, force, method = list(self.picks), self.force, self.method
+        paths, force, method, base = list(self.picks), self.force, self.method, self.base
         try:
             weights = self.weights()
             out = self.app.workspace.run_dir(self.output_name())
@@ -245,7 +261,8 @@ class MergeScreen(Screen):
             return
         progress = self.app.bridge.progress("merge")
         self.merge_worker = self.app.bridge.run_job(
-            "merge", lambda: merge_checkpoints(paths, weights, method, out=out, force=force, on_progress=progress)
+            "merge",
+            lambda: merge_checkpoints(paths, weights, method, out=out, base=base, force=force, on_progress=progress),
         )
         self.show_verdict(f"merging into {out.name}…", "muted")
         self.refresh_bindings()

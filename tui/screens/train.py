@@ -10,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static
 
@@ -274,16 +275,18 @@ class TrainScreen(Screen):
         snapshot = history.snapshot()
         self._version = snapshot.version
         self.update_plot(snapshot)
-        self.query_one("#status", Static).update(self.status_line(snapshot))
+        # both boxes have fixed sizes: repaint them without laying the screen out again (a big cost per update)
+        self.query_one("#status", Static).update(self.status_line(snapshot), layout=False)
         step = snapshot.last_step
         percent = int(100 * step.progress) if step else 0
         bar = self.query_one(ProgressBar)
         if bar.progress != percent:
             bar.update(progress=percent)
         if snapshot.sample:
-            self.query_one("#sample", Static).update(
-                f"[b]sample at step {snapshot.sample.step}[/b]\n{snapshot.sample.text}"
+            sample = Content.from_markup(
+                "[b]sample at step $step[/b]\n$text", step=snapshot.sample.step, text=snapshot.sample.text
             )
+            self.query_one("#sample", Static).update(sample, layout=False)
         log = self.query_one(RichLog)
         if len(snapshot.log) < self._log_lines:
             log.clear()

@@ -30,6 +30,11 @@ class Reply(Vertical):
             self._stream = Markdown.get_stream(self.query_one(Markdown))
         await self._stream.write(text)
 
+    async def show(self, text: str) -> None:
+        """Show `text` in place of what was generated (a reply the user preferred); the stats line stays."""
+        self.parts = [text]
+        await self.query_one(Markdown).update(text)
+
     async def finish(self, stats: str) -> None:
         """Stop streaming and render the full text once (streamed fences can go stale: textual #6518)."""
         if self._stream is not None:
