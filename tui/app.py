@@ -20,10 +20,15 @@ from tui.screens.checkpoints import CheckpointsScreen
 from tui.screens.datasets import DatasetsScreen
 from tui.screens.help import HelpScreen
 from tui.screens.merge import MergeScreen
-from tui.screens.modals import ConfirmScreen
+from tui.screens.modals import ConfirmScreen, PickScreen
 from tui.screens.tokenizer import TokenizerScreen
 from tui.screens.train import TrainScreen
 
+EXPORT_FORMATS = [
+    ("hf", "Hugging Face folder (transformers, Llama architecture)"),
+    ("gguf-f16", "GGUF, f16 (llama.cpp)"),
+    ("gguf-q8_0", "GGUF, q8_0: smaller (llama.cpp)"),
+]
 SECTIONS = {
     "datasets": ("1", "Data"),
     "tokenizer": ("2", "Tokenizer"),
@@ -117,6 +122,23 @@ class StudioApp(App):
         self.bridge.load_model(path)
         self._remember(last_model=str(path))
 
+    def export_checkpoint(self, path) -> None:
+        """Ask for a format, then export the checkpoint to exports/ in a worker; the Checkpoints section says where."""
+
+        def chosen(choice: str | None) -> None:
+            if choice is None:
+                return
+            from core.export import export_checkpoint
+
+            fmt, _, dtype = choice.partition("-")
+            source = Path(path)
+            name = f"{source.parent.name}-{source.name}" + (f"-{dtype}.gguf" if fmt == "gguf" else "-hf")
+            out = self.workspace.root / "exports" / name
+            self.notify(f"exporting {source.parent.name}/{source.name} to exports/{name}…")
+            self.bridge.run_job("export", lambda: export_checkpoint(source, fmt, out, dtype or "f32"))
+
+        self.push_screen(PickScreen("Export to which format?", EXPORT_FORMATS), chosen)
+
     def add_sample_corpus(self) -> None:
         from core.sample import write_sample_corpus
 
@@ -150,6 +172,8 @@ class StudioApp(App):
             error = event.worker.error
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=8, markup=False)
+        elif event.state == WorkerState.SUCCESS and event.worker.name == "export":
+            self.notify(f"exported to {event.worker.result}", title="export done", markup=False)
 
 
 def run_studio(workspace: Workspace) -> None:

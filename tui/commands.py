@@ -58,7 +58,7 @@ class StudioCommands(_ListProvider):
 
 
 class CheckpointCommands(_ListProvider):
-    """Chat with, resume or fine-tune from every checkpoint in the workspace."""
+    """Chat with, resume, fine-tune from or export every checkpoint in the workspace."""
 
     async def entries(self) -> list[Entry]:
         app = self.app
@@ -69,6 +69,7 @@ class CheckpointCommands(_ListProvider):
             detail = f"step {entry.step}" + (f", val {entry.val_loss:.3f}" if entry.val_loss is not None else "")
             items.append((f"Chat with {name}", partial(app.chat_with, entry.path), detail))
             items.append((f"Fine-tune from {name}", partial(app.fine_tune_from, entry.path), detail))
+            items.append((f"Export {name}", partial(app.export_checkpoint, entry.path), detail))
             if entry.kind == "latest":
                 items.append((f"Resume {entry.run}", partial(app.resume_run, entry.run), detail))
         return items

@@ -76,3 +76,20 @@ async def test_empty_workspace_says_how_to_start(workspace) -> None:
         await pilot.press("d", "c", "r", "f")  # nothing selected: warnings, no crash
         await pilot.pause()
         assert app.current_mode == "checkpoints"
+
+
+async def test_export_writes_the_chosen_format_to_exports(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=2, eval_interval=2)
+    Trainer(workspace, "alpha", model, train).run()
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        app.screen.query_one(DataTable).move_cursor(row=rows(app).index("alpha/final"))
+        await pilot.press("e")
+        await pilot.pause()
+        await pilot.press("down", "enter")  # the second format: GGUF f16
+        out = workspace.root / "exports" / "alpha-final-f16.gguf"
+        await wait_until(pilot, lambda: out.exists() and not app.workers)
+        assert out.read_bytes()[:4] == b"GGUF"
+        assert any("exported to" in n.message for n in app._notifications)

@@ -1,4 +1,4 @@
-"""Checkpoints: every run's checkpoints in a table, with chat, resume, fine-tune and delete."""
+"""Checkpoints: every run's checkpoints in a table, with chat, resume, fine-tune, export and delete."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class CheckpointsScreen(Screen):
         Binding("c,enter", "chat", "Chat", id="checkpoints.chat"),
         Binding("r", "resume", "Resume", id="checkpoints.resume"),
         Binding("f", "fine_tune", "Fine-tune", id="checkpoints.fine_tune"),
+        Binding("e", "export", "Export", id="checkpoints.export"),
         Binding("delete,d", "delete", "Delete", id="checkpoints.delete"),
         Binding("g", "reload", "Refresh", id="checkpoints.reload"),
     ]
@@ -72,7 +73,7 @@ class CheckpointsScreen(Screen):
             table.move_cursor(row=min(row, len(self.entries) - 1))
         detail = self.query_one("#checkpoints-detail", Static)
         detail.update(
-            "c chat · r resume · f fine-tune · d delete"
+            "c chat · r resume · f fine-tune · e export · d delete"
             if self.entries
             else "no checkpoints yet: train a run in section 3 (or with `slm train`)"
         )
@@ -98,6 +99,10 @@ class CheckpointsScreen(Screen):
     async def action_fine_tune(self) -> None:
         if entry := self.selected():
             await self.app.fine_tune_from(entry.path)
+
+    def action_export(self) -> None:
+        if entry := self.selected():
+            self.app.export_checkpoint(entry.path)
 
     def action_delete(self) -> None:
         entry = self.selected()
