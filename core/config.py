@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from core.errors import SLMError
+from core.errors import SLMError, check
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "wsd"]
@@ -50,9 +50,7 @@ class ModelConfig:
             (self.n_kv_head > 0 and self.n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise SLMError(f"invalid model config: {message}")
+        check("model config", checks)
 
 
 @dataclass
@@ -116,9 +114,7 @@ class TrainConfig:
             (self.schedule in ("cosine", "wsd"), "schedule must be cosine or wsd"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise SLMError(f"invalid training config: {message}")
+        check("training config", checks)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,61 @@ class Dist:
             dist.destroy_process_group()
 
 
+# -- a sharded (FSDP2) model's state, whole, in the layout of an unsharded one ------------------
+
+
+def _full_state_options() -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def gather_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict on rank 0 (empty elsewhere); every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full_state_options())
+
+
+def _with_params(groups: list[dict[str, Any]], keys: list[Any]) -> list[dict[str, Any]]:
+    """The param groups with their "params" replaced, in order, by the next items of `keys`."""
+    out, start = [], 0
+    for group in groups:
+        count = len(group["params"])
+        out.append({**group, "params": keys[start : start + count]})
+        start += count
+    return out
+
+
+def gather_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """`optimizer.state_dict()` as an unsharded run would have it (parameters by position), on rank 0;
+    every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, optimizer, options=_full_state_options())
+    if not full:
+        return {"state": {}, "param_groups": []}  # not rank 0: the whole state went there
+    names = [name for group in full["param_groups"] for name in group["params"]]
+    position = {name: i for i, name in enumerate(names)}
+    return {
+        "state": {position[name]: value for name, value in full["state"].items()},
+        "param_groups": _with_params(full["param_groups"], list(range(len(names)))),
+    }
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load an unsharded-layout optimizer state (from any run) into a sharded model's optimizer."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(p): name for name, p in model.named_parameters()}
+    order = [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+    full = {
+        "state": {order[pid]: value for pid, value in state["state"].items()},
+        "param_groups": _with_params(state["param_groups"], order),
+    }
+    set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+
+
 def torchrun_command(nproc: int, argv: list[str], nnodes: str = "1", rdzv: str | None = None) -> list[str]:
     """The torchrun command that runs `slm ARGV` on `nproc` processes per machine."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]

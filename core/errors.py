@@ -7,3 +7,10 @@ class SLMError(Exception):
 
 class Cancelled(SLMError):
     """Long work (tokenizer training, encoding) stopped because its cancel token was set."""
+
+
+def check(what: str, checks: list[tuple[bool, str]]) -> None:
+    """Raise `SLMError("invalid WHAT: MESSAGE")` for the first check that does not hold."""
+    for ok, message in checks:
+        if not ok:
+            raise SLMError(f"invalid {what}: {message}")

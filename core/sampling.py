@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.errors import SLMError
+from core.errors import check
 
 
 @dataclass
@@ -27,6 +27,4 @@ class SamplingSettings:
             (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
             (self.max_tokens >= 0, "max_tokens must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise SLMError(f"invalid sampling setting: {message}")
+        check("sampling setting", checks)

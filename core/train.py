@@ -31,7 +31,7 @@ from core.checkpoint import (
 )
 from core.config import ModelConfig, TrainConfig, count_params, from_dict, load_json, to_dict
 from core.data import Corpus, TokenData, TokenFile, encode_corpus
-from core.distributed import Dist
+from core.distributed import Dist, gather_optimizer_state, gather_weights, load_optimizer_state
 from core.errors import SLMError
 from core.evaluate import EvalResult, autocast, evaluate_tokens
 from core.events import (
@@ -376,7 +376,7 @@ class Trainer:
         trainer_json = trainer_tensors = None
         if kind == "latest" and (self.dist.main or self.cfg.shard):
             trainer_json, trainer_tensors = self._trainer_state()
-        gathered = self._gather("get_model_state_dict")
+        gathered = gather_weights(self.model) if self.cfg.shard else None
         if not self.dist.main:
             return
         meta = self._meta(kind)
@@ -395,7 +395,7 @@ class Trainer:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         optimizers = []
         for i, opt in enumerate(self.optimizers):
-            state = self._optimizer_state(opt)
+            state = gather_optimizer_state(self.model, opt) if self.cfg.shard else opt.state_dict()
             scalars: dict[str, dict[str, Any]] = {}
             for pid, values in state["state"].items():
                 for key, value in values.items():
@@ -414,45 +414,6 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "corpus": self.data.corpus,
         }, tensors
-
-    def _gather(self, getter: str, *parts: Any) -> dict[str, Any] | None:
-        """What `getter` of torch.distributed.checkpoint.state_dict collects from every rank's shards, in full
-        on rank 0 (every rank must call it); None when the model is not sharded."""
-        if not self.cfg.shard:
-            return None
-        from torch.distributed.checkpoint import state_dict
-
-        options = state_dict.StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return getattr(state_dict, getter)(self.model, *parts, options=options)
-
-    def _optimizer_state(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
-        """`opt.state_dict()`, whole even when sharded (then keyed by parameter position like an unsharded one)."""
-        full = self._gather("get_optimizer_state_dict", opt)
-        if full is None:
-            return opt.state_dict()
-        if not full:
-            return {"state": {}, "param_groups": []}  # not rank 0: the whole state went there
-        position = {name: i for i, name in enumerate(n for g in full["param_groups"] for n in g["params"])}
-        groups, start = [], 0
-        for group in full["param_groups"]:
-            groups.append({**group, "params": list(range(start, start + len(group["params"])))})
-            start += len(group["params"])
-        return {"state": {position[n]: v for n, v in full["state"].items()}, "param_groups": groups}
-
-    def _load_optimizer_state(self, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        if not self.cfg.shard:
-            opt.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        order = [names[id(p)] for g in opt.param_groups for p in g["params"]]
-        groups, start = [], 0
-        for group in state["param_groups"]:
-            groups.append({**group, "params": order[start : start + len(group["params"])]})
-            start += len(group["params"])
-        full = {"state": {order[pid]: v for pid, v in state["state"].items()}, "param_groups": groups}
-        set_optimizer_state_dict(self.model, opt, full, options=StateDictOptions(full_state_dict=True))
 
     def _restore(self, ckpt: Checkpoint) -> None:
         meta, tensors = ckpt.meta, ckpt.trainer_tensors
@@ -475,7 +436,11 @@ class Trainer:
                     per_param.setdefault(int(pid), {})[key] = tensor  # load_state_dict places it
             for pid, values in saved["scalars"].items():
                 per_param.setdefault(int(pid), {}).update(values)
-            self._load_optimizer_state(opt, {"state": per_param, "param_groups": saved["param_groups"]})
+            state = {"state": per_param, "param_groups": saved["param_groups"]}
+            if self.cfg.shard:
+                load_optimizer_state(self.model, opt, state)
+            else:
+                opt.load_state_dict(state)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(tensors["rng.torch"])
