@@ -16,7 +16,7 @@ import torch
 
 from core.checkpoint import Checkpoint, load_checkpoint, load_weights
 from core.errors import SLMError
-from core.model import GPT, KVCache
+from core.model import GPT, Decoder, KVCache
 from core.sampling import SamplingSettings
 from core.tokenizer import Tokenizer
 
@@ -42,8 +42,9 @@ def sample_next(
     logits: torch.Tensor, settings: SamplingSettings, history: torch.Tensor | None, generator: torch.Generator
 ) -> int:
     """Pick one token id from the last position's logits (a 1-D tensor over the vocabulary)."""
-    logits = logits.float().clone()
+    logits = logits.float()
     if settings.repetition_penalty != 1.0 and history is not None and history.numel():
+        logits = logits.clone()
         seen = torch.unique(history)
         scores = logits[seen]
         logits[seen] = torch.where(
@@ -118,6 +119,9 @@ class Generator:
         generator.manual_seed(settings.seed if settings.seed is not None else torch.seed() % 2**63)
         dtype = next(self.model.parameters()).dtype
         cache = KVCache(self.config, 1, ctx, self.device, dtype) if use_cache else None
+        # FSDP-sharded weights are gathered by module hooks, which the Decoder does not run
+        sharded = hasattr(self.model.embed.weight, "full_tensor")
+        decoder = Decoder(self.model, cache) if cache is not None and not sharded else None
         logits = self._forward(ids[-ctx:], cache)
         for _ in range(settings.max_tokens):
             if cancelled is not None and cancelled():
@@ -133,6 +137,8 @@ class Generator:
             elif cache.pos >= ctx:  # full: restart from the newest half of the context
                 cache.reset()
                 logits = self._forward(ids[-(ctx // 2) :], cache)
+            elif decoder is not None:
+                logits = decoder.step(token)
             else:
                 logits = self._forward([token], cache)
 

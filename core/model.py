@@ -23,17 +23,20 @@ from core.optim import Muon
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables of shape (length, head_dim // 2)."""
+    """cos and signed sin tables of shape (length, head_dim): [cos, cos] and [-sin, sin] per half."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()
+    cos, sin = angles.cos(), angles.sin()
+    return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + d/2) of x (batch, time, heads, head_dim) by position-dependent angles."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos[:, None, :], sin[:, None, :]  # broadcast over heads
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).type_as(x)
+    """Rotate pairs (i, i + d/2) of x (..., head_dim) by the angles of tables that broadcast to x.
+
+    With the tables of `rope_tables`, x * cos + swap_halves(x) * sin: three kernels, no concatenation.
+    """
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return torch.addcmul(x * cos, swapped, sin)
 
 
 # --- RMSNorm ------------------------------------------------------------------------------------
@@ -112,7 +115,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
-        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos, sin)  # q and k in one rotation
+        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos[:, None], sin[:, None])  # q, k at once
         q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
         v = qkv[:, :, self.n_head + self.n_kv_head :]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -245,3 +248,59 @@ class GPT(nn.Module):
             {"params": embeddings + vectors, "weight_decay": 0.0},
         ]
         return [torch.optim.AdamW(groups, **adam_kw)]
+
+
+class Decoder:
+    """One sequence, one token at a time: `GPT.forward` at batch 1 and length 1, in half the calls.
+
+    Generation spends its time here, and at small widths that time goes to kernel calls and Python,
+    not arithmetic. Same math as `forward`: vectors instead of (batch, time) tensors, the RMS scale
+    applied after each matrix (one number per row), residual additions folded into the matrix
+    products as biases, weights looked up once per generation instead of through modules each step.
+    """
+
+    def __init__(self, model: GPT, cache: KVCache) -> None:
+        config = model.config
+        self.cache, self.config, self.model = cache, config, model
+        self.blocks = [
+            (
+                b.attn_norm.weight,
+                b.attn.qkv.weight,
+                b.attn.proj.weight,
+                b.mlp_norm.weight,
+                b.mlp.gate_up.weight,
+                b.mlp.down.weight,
+            )
+            for b in model.blocks
+        ]
+        self.on_cpu = model.embed.weight.device.type == "cpu"
+
+    def _inv_rms(self, x: torch.Tensor) -> float | torch.Tensor:
+        """1 / rms(x): a Python number on the CPU (fewer calls), a 0-d tensor elsewhere (no sync)."""
+        squares = x.dot(x) if x.dtype == torch.float32 else x.float().pow(2).sum()
+        if self.on_cpu:
+            return (squares.item() / self.config.n_embd + self.config.norm_eps) ** -0.5
+        return torch.rsqrt(squares / self.config.n_embd + self.config.norm_eps)
+
+    def step(self, token: int) -> torch.Tensor:
+        """Feed `token` at the next position; the logits over the vocabulary for the one after."""
+        cache, config, model = self.cache, self.config, self.model
+        pos = cache.pos
+        if pos >= config.context:
+            raise ValueError(f"sequence of {pos + 1} tokens exceeds the context of {config.context}")
+        h, kv, hd, hidden = config.n_head, config.n_kv_head, config.head_dim, config.mlp_hidden
+        cos, sin = model.rope_cos[pos], model.rope_sin[pos]
+        x = model.embed.weight[token]
+        for i, (attn_norm, qkv_w, proj_w, mlp_norm, gate_up_w, down_w) in enumerate(self.blocks):
+            qkv = F.linear(x * attn_norm, qkv_w).mul_(self._inv_rms(x)).view(h + 2 * kv, hd)
+            qk = apply_rope(qkv[: h + kv], cos, sin)
+            k, v = cache.k[i], cache.v[i]
+            k[0, :, pos] = qk[h:]
+            v[0, :, pos] = qkv[h + kv :]
+            q = qk[:h].view(1, h, 1, hd)
+            y = F.scaled_dot_product_attention(q, k[:, :, : pos + 1], v[:, :, : pos + 1], enable_gqa=kv != h)
+            x = F.linear(y.view(-1), proj_w, x)
+            gate_up = F.linear(x * mlp_norm, gate_up_w).mul_(self._inv_rms(x))
+            x = F.linear(F.silu(gate_up[:hidden]) * gate_up[hidden:], down_w, x)
+        cache.pos += 1
+        return F.linear(x * model.norm.weight, model.lm_head.weight).mul_(self._inv_rms(x))

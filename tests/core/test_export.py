@@ -56,11 +56,12 @@ def test_gguf_permutation_matches_llama_cpp_rope():
     cos, sin = rope_tables(head_dim, T, 10000.0)
 
     def ours(w):
-        return apply_rope((x @ w.T).view(1, T, heads, head_dim), cos, sin)
+        return apply_rope((x @ w.T).view(1, T, heads, head_dim), cos[:, None], sin[:, None])
 
     def ggml(w):  # rotate adjacent pairs (2i, 2i + 1) by angle i
         y = (x @ interleave_rope(w, heads).T).view(1, T, heads, head_dim // 2, 2)
-        c, s = cos[None, :, None, :], sin[None, :, None, :]
+        half = head_dim // 2  # the tables hold [cos, cos] and [-sin, sin]
+        c, s = cos[None, :, None, :half], sin[None, :, None, half:]
         a, b = y[..., 0], y[..., 1]
         return torch.stack((a * c - b * s, b * c + a * s), dim=-1).flatten(-2)
 

@@ -5,7 +5,7 @@ import torch
 
 from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory
 from core.errors import SLMError
-from core.model import GPT, KVCache, apply_rope, rope_tables
+from core.model import GPT, Decoder, KVCache, apply_rope, rope_tables
 from tests.conftest import TINY_MODEL
 
 
@@ -57,7 +57,7 @@ def test_loss_starts_near_uniform() -> None:
 def test_rope_rotates_pairs_and_keeps_norms() -> None:
     cos, sin = rope_tables(8, 16, 10000.0)
     x = torch.randn(1, 16, 2, 8)
-    y = apply_rope(x, cos, sin)
+    y = apply_rope(x, cos[:, None], sin[:, None])
     assert torch.allclose(x.norm(dim=-1), y.norm(dim=-1), atol=1e-5)
     assert torch.equal(y[:, 0], x[:, 0])  # position 0 is not rotated
 
@@ -85,6 +85,26 @@ def test_kv_cache_gives_the_same_logits(kv_heads) -> None:
         steps = [model(x[:, i : i + 1], cache=cache)[0][:, -1] for i in range(14, 24)]
     assert torch.allclose(chunk, full[:, 10:14], atol=1e-5)
     assert torch.allclose(torch.stack(steps, 1), full[:, 14:24], atol=1e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [2, 1])
+def test_decoder_matches_the_full_forward(kv_heads) -> None:
+    model = tiny(n_kv_head=kv_heads).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:  # norm weights away from 1, so their placement is checked too
+                p.uniform_(0.5, 1.5)
+    x = torch.randint(0, 320, (1, 32))
+    full, _ = model(x, x)
+    cache = KVCache(model.config, 1, 32, "cpu", torch.float32)
+    with torch.no_grad():
+        model(x[:, :5], cache=cache)
+        decoder = Decoder(model, cache)
+        steps = [decoder.step(int(x[0, i])) for i in range(5, 32)]
+        assert cache.pos == 32
+        with pytest.raises(ValueError, match="exceeds the context"):
+            decoder.step(0)
+    assert torch.allclose(torch.stack(steps), full[0, 5:], atol=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
