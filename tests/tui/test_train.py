@@ -49,6 +49,17 @@ async def test_start_a_run_and_watch_it(workspace) -> None:
         assert plot.log_scale and plot.show_bpb
 
 
+async def test_plot_options_before_any_run(workspace) -> None:
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3", "escape", "l", "b")
+        await pilot.pause()
+        plot = app.screen.query_one(LossPlot)
+        assert plot.log_scale and plot.show_bpb
+        assert "no run yet" in str(plot.render())
+        assert app.is_running
+
+
 async def test_pause_resume_and_stop_with_keys(workspace) -> None:
     app = StudioApp(workspace)
     async with app.run_test(size=(120, 40)) as pilot:

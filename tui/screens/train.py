@@ -37,7 +37,11 @@ FIELDS: list[tuple[str, str, str]] = [
     ("max_minutes", "minutes", "train"),
     ("eval_interval", "eval every", "train"),
 ]
-PLOT_INTERVAL = 2.0  # seconds between plot redraws while a run streams steps (a redraw is the monitor's main cost)
+# While a run streams steps, the plot is redrawn every PLOT_INTERVAL seconds at most, and less often when
+# a redraw is slow (a big terminal), to keep its share of a core near PLOT_BUDGET: the UI thread's CPU
+# time is taken from training's, on a small machine.
+PLOT_INTERVAL = 2.0
+PLOT_BUDGET = 0.01
 TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 
 
@@ -296,12 +300,14 @@ class TrainScreen(Screen):
         self._log_lines = len(snapshot.log)
 
     def update_plot(self, snapshot: RunHistory, force: bool = False) -> None:
-        """Redraw the plot every PLOT_INTERVAL seconds while steps stream in, at once for evals and ends."""
+        """Redraw the plot now and then while steps stream in (see PLOT_BUDGET), at once for evals and ends."""
+        plot = self.query_one(LossPlot)
         when, evals, state = self._plotted
         changed = len(snapshot.val_steps) != evals or snapshot.state != state
-        if force or changed or time.monotonic() - when >= PLOT_INTERVAL:
+        interval = max(PLOT_INTERVAL, plot.build_seconds / PLOT_BUDGET)
+        if force or changed or time.monotonic() - when >= interval:
             self._plotted = (time.monotonic(), len(snapshot.val_steps), snapshot.state)
-            self.query_one(LossPlot).show(snapshot)
+            plot.show(snapshot)
 
     def status_line(self, h: RunHistory) -> str:
         if h.state == "idle" and not h.steps:

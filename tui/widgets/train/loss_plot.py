@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
@@ -12,7 +14,8 @@ class LossPlot(PlotextPlot):
     """Redrawn from a RunHistory snapshot; each series is cut to about the plot's width in points.
 
     Building a plotext canvas costs tens of milliseconds at large sizes, so the rendered text is kept
-    until the data, the size, the theme or the options change.
+    until the data, the size, the theme or the options change; `build_seconds` says what the last
+    build cost, so the screen can space redraws out.
     """
 
     def __init__(self, **kwargs) -> None:
@@ -23,6 +26,7 @@ class LossPlot(PlotextPlot):
         self._revision = 0  # bumped by each replot
         self._drawn: tuple | None = None
         self._rendered: RenderResult | None = None
+        self.build_seconds = 0.0
 
     def show(self, history: RunHistory) -> None:
         self._history = history
@@ -35,10 +39,10 @@ class LossPlot(PlotextPlot):
         history = self._history
         limit = max(self.size.width, 20)
         plt.xlabel("step")
-        plt.yscale("log" if self.log_scale else "linear")
-        if history is None or not history.steps:
+        if history is None or not history.steps:  # (plotext fails on a log scale without data)
             plt.title("loss: no run yet (s starts one, a attaches to one)")
         else:
+            plt.yscale("log" if self.log_scale else "linear")
             xs, ys = downsample(history.steps, history.losses, limit)
             plt.plot(xs, ys, label="train loss", marker="braille")
             if history.val_steps:
@@ -53,5 +57,7 @@ class LossPlot(PlotextPlot):
     def render(self) -> RenderResult:
         key = (self.size, self.app.theme, self._revision)
         if self._drawn != key:
+            start = time.perf_counter()
             self._rendered, self._drawn = super().render(), key
+            self.build_seconds = time.perf_counter() - start
         return self._rendered
