@@ -99,6 +99,13 @@ class KVCache:
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def put(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`update` for one position of batch 1, with k, v (kv_heads, head_dim): the Decoder's step."""
+        keys, values = self.k[layer], self.v[layer]
+        keys[0, :, self.pos] = k
+        values[0, :, self.pos] = v
+        return keys[:, :, : self.pos + 1], values[:, :, : self.pos + 1]
+
 
 # --- the transformer ----------------------------------------------------------------------------
 
@@ -115,7 +122,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
-        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos[:, None], sin[:, None])  # q, k at once
+        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos, sin)  # q and k in one rotation
         q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
         v = qkv[:, :, self.n_head + self.n_kv_head :]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -212,7 +219,7 @@ class GPT(nn.Module):
         start = cache.pos if cache is not None else 0
         if start + T > self.config.context:
             raise ValueError(f"sequence of {start + T} tokens exceeds the context of {self.config.context}")
-        cos, sin = self.rope_cos[start : start + T], self.rope_sin[start : start + T]
+        cos, sin = self.rope_cos[start : start + T, None], self.rope_sin[start : start + T, None]  # over heads
         x = self.drop(self.embed(idx))
         for block in self.blocks:
             if self.grad_checkpoint and self.training:
@@ -294,11 +301,8 @@ class Decoder:
         for i, (attn_norm, qkv_w, proj_w, mlp_norm, gate_up_w, down_w) in enumerate(self.blocks):
             qkv = F.linear(x * attn_norm, qkv_w).mul_(self._inv_rms(x)).view(h + 2 * kv, hd)
             qk = apply_rope(qkv[: h + kv], cos, sin)
-            k, v = cache.k[i], cache.v[i]
-            k[0, :, pos] = qk[h:]
-            v[0, :, pos] = qkv[h + kv :]
-            q = qk[:h].view(1, h, 1, hd)
-            y = F.scaled_dot_product_attention(q, k[:, :, : pos + 1], v[:, :, : pos + 1], enable_gqa=kv != h)
+            k, v = cache.put(i, qk[h:], qkv[h + kv :])
+            y = F.scaled_dot_product_attention(qk[:h].view(1, h, 1, hd), k, v, enable_gqa=kv != h)
             x = F.linear(y.view(-1), proj_w, x)
             gate_up = F.linear(x * mlp_norm, gate_up_w).mul_(self._inv_rms(x))
             x = F.linear(F.silu(gate_up[:hidden]) * gate_up[hidden:], down_w, x)
