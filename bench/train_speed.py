@@ -6,7 +6,8 @@ Training: 4 layers, 4 heads, 128 wide, context 64, batch 12 (nanoGPT's CPU "baby
 vocabulary for both (tied embeddings, as nanoGPT). Ours is the real `Trainer` step (data from a memmap, AdamW, clipping); the
 reference is nanoGPT's model and loop. Rounds alternate between the two and the median is reported,
 so machine noise hits both alike. Generation: 500 new tokens, greedy, with and without the KV cache,
-for that shape and for the `small` preset, with all threads and with one.
+for that shape and for the `small` preset, with all threads and with one; cached and uncached
+runs alternate and medians are reported.
 """
 
 from __future__ import annotations
@@ -109,19 +110,20 @@ def timed(step, n: int) -> float:
     return n * BATCH * SHAPE["context"] / (time.perf_counter() - start)
 
 
-def generation_speed(config: ModelConfig, new_tokens: int) -> tuple[float, float]:
-    """Greedy tokens/s from a short prompt, with and without the KV cache."""
+def generation_speed(config: ModelConfig, new_tokens: int, rounds: int = 1) -> tuple[float, float]:
+    """Greedy tokens/s from a short prompt, with and without the KV cache: medians of alternating rounds."""
     torch.manual_seed(0)
     tok = train_tokenizer([corpus_text()[:200_000]], vocab_size=config.vocab_size)
     gen = Generator(GPT(config), tok)
     gen.stop_ids = set()
     settings = SamplingSettings(temperature=0, max_tokens=new_tokens)
-    speeds = []
-    for use_cache in (True, False):
-        start = time.perf_counter()
-        n = sum(1 for _ in gen.token_ids(tok.encode("First Citizen:"), settings, use_cache=use_cache))
-        speeds.append(n / (time.perf_counter() - start))
-    return speeds[0], speeds[1]
+    speeds: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(rounds):
+        for use_cache in speeds:
+            start = time.perf_counter()
+            n = sum(1 for _ in gen.token_ids(tok.encode("First Citizen:"), settings, use_cache=use_cache))
+            speeds[use_cache].append(n / (time.perf_counter() - start))
+    return statistics.median(speeds[True]), statistics.median(speeds[False])
 
 
 def main() -> None:
@@ -130,6 +132,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps per round per model")
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--new-tokens", type=int, default=500)
+    parser.add_argument("--gen-rounds", type=int, default=3, help="alternating cached/uncached rounds per row")
     parser.add_argument("--compile", action="store_true", help="also time both under torch.compile")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, shape {SHAPE}, batch {BATCH}")
@@ -158,13 +161,15 @@ def main() -> None:
         "4 layers x 128, context 1024": ModelConfig(vocab_size=args.vocab, **{**SHAPE, "context": 1024}),
         "small preset, 6 layers x 320": ModelConfig(**preset("small").model),
     }
-    print(f"\ngeneration, {args.new_tokens} new tokens, greedy, batch 1")
+    print(
+        f"\ngeneration, {args.new_tokens} new tokens, greedy, batch 1, median of {args.gen_rounds} alternating rounds"
+    )
     print(f"  {'model':<32} {'threads':>7} {'KV cache':>10} {'no cache':>10} {'speed-up':>9}")
     all_threads = torch.get_num_threads()
     for name, config in shapes.items():
         for threads in sorted({all_threads, 1}, reverse=True):
             torch.set_num_threads(threads)
-            cached, uncached = generation_speed(config, args.new_tokens)
+            cached, uncached = generation_speed(config, args.new_tokens, args.gen_rounds)
             print(f"  {name:<32} {threads:>7} {cached:>8.1f}/s {uncached:>8.1f}/s {cached / uncached:>8.1f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MB")

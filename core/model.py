@@ -35,8 +35,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
     With the tables of `rope_tables`, x * cos + swap_halves(x) * sin: three kernels, no concatenation.
     """
-    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
-    return torch.addcmul(x * cos, swapped, sin)
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), sin)
 
 
 # --- RMSNorm ------------------------------------------------------------------------------------
@@ -84,6 +83,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pos = 0  # number of positions filled
+        self._first_k, self._first_v = self.k[:, 0].unbind(0), self.v[:, 0].unbind(0)  # batch 0, per layer
 
     @property
     def length(self) -> int:
@@ -101,10 +101,11 @@ class KVCache:
 
     def put(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`update` for one position of batch 1, with k, v (kv_heads, head_dim): the Decoder's step."""
-        keys, values = self.k[layer], self.v[layer]
-        keys[0, :, self.pos] = k
-        values[0, :, self.pos] = v
-        return keys[:, :, : self.pos + 1], values[:, :, : self.pos + 1]
+        keys, values = self._first_k[layer], self._first_v[layer]
+        keys[:, self.pos] = k
+        values[:, self.pos] = v
+        end = self.pos + 1
+        return keys[None, :, :end], values[None, :, :end]
 
 
 # --- the transformer ----------------------------------------------------------------------------
@@ -121,10 +122,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         B, T, _ = x.shape
-        qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv_head, self.head_dim)
-        qk = apply_rope(qkv[:, :, : self.n_head + self.n_kv_head], cos, sin)  # q and k in one rotation
-        q, k = qk.split([self.n_head, self.n_kv_head], dim=2)
-        v = qkv[:, :, self.n_head + self.n_kv_head :]
+        h, kv = self.n_head, self.n_kv_head
+        qk, v = self.qkv(x).view(B, T, h + 2 * kv, self.head_dim).split([h + kv, kv], dim=2)
+        q, k = apply_rope(qk, cos, sin).split([h, kv], dim=2)  # q and k in one rotation
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         mask, causal = None, True
         if cache is not None:
@@ -299,12 +299,13 @@ class Decoder:
         cos, sin = model.rope_cos[pos], model.rope_sin[pos]
         x = model.embed.weight[token]
         for i, (attn_norm, qkv_w, proj_w, mlp_norm, gate_up_w, down_w) in enumerate(self.blocks):
-            qkv = F.linear(x * attn_norm, qkv_w).mul_(self._inv_rms(x)).view(h + 2 * kv, hd)
-            qk = apply_rope(qkv[: h + kv], cos, sin)
-            k, v = cache.put(i, qk[h:], qkv[h + kv :])
-            y = F.scaled_dot_product_attention(qk[:h].view(1, h, 1, hd), k, v, enable_gqa=kv != h)
-            x = F.linear(y.view(-1), proj_w, x)
-            gate_up = F.linear(x * mlp_norm, gate_up_w).mul_(self._inv_rms(x))
-            x = F.linear(F.silu(gate_up[:hidden]) * gate_up[hidden:], down_w, x)
+            qkv = torch.mv(qkv_w, x * attn_norm).mul_(self._inv_rms(x))
+            qk, v = qkv.view(h + 2 * kv, hd).split((h + kv, kv))
+            q, k = apply_rope(qk, cos, sin).split((h, kv))
+            keys, values = cache.put(i, k, v)
+            y = F.scaled_dot_product_attention(q.view(1, h, 1, hd), keys, values, enable_gqa=kv != h)
+            x = torch.addmv(x, proj_w, y.view(-1))
+            gate, up = torch.mv(gate_up_w, x * mlp_norm).mul_(self._inv_rms(x)).split(hidden)
+            x = torch.addmv(x, down_w, F.silu(gate).mul_(up))
         cache.pos += 1
-        return F.linear(x * model.norm.weight, model.lm_head.weight).mul_(self._inv_rms(x))
+        return torch.mv(model.lm_head.weight, x * model.norm.weight).mul_(self._inv_rms(x))
