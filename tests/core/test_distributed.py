@@ -10,7 +10,8 @@ import torch
 
 from core.checkpoint import load_checkpoint
 from tests.conftest import TINY_MODEL
-from tui.cli import _drop_flags, main
+from tui.cli import main
+from tui.cli.train import drop_flags
 
 STEPS = 6
 FLAGS = [
@@ -73,7 +74,7 @@ def test_two_ranks_match_one_process_and_resume_in_one(workspace, tokenizer_file
 
 def test_launcher_passes_every_flag_but_its_own() -> None:
     argv = ["train", "--nproc", "2", "--nnodes=1", "--lr", "0.1", "--rdzv-endpoint", "h:1", "--shard"]
-    assert _drop_flags(argv, ("--nproc", "--nnodes", "--rdzv-endpoint")) == ["train", "--lr", "0.1", "--shard"]
+    assert drop_flags(argv, ("--nproc", "--nnodes", "--rdzv-endpoint")) == ["train", "--lr", "0.1", "--shard"]
 
 
 def test_a_single_process_has_nothing_to_shard(workspace, tokenizer_file, capsys) -> None:

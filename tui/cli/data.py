@@ -1,0 +1,53 @@
+"""`slm data` and `slm tokenize`: the corpus and its tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tui.format import count, size
+
+
+def cmd_data(args: argparse.Namespace, ws) -> None:
+    from core.data import discover, file_stats
+    from core.sample import write_sample_corpus
+
+    if args.add_sample:
+        files = write_sample_corpus(ws.data_dir)
+        print(f"wrote the sample corpus: {', '.join(str(f.relative_to(ws.root)) for f in files)}")
+    if not ws.data_dir.is_dir():
+        print(f"no data folder at {ws.data_dir}: create it, or run `slm data --add-sample`")
+        return
+    errors = "replace" if args.decode_errors == "replace" else "strict"
+    rows = [file_stats(p, ws.data_dir, errors) for p in discover(ws.data_dir)]
+    if not rows:
+        print(f"{ws.data_dir} holds no .txt, .md or .jsonl files: add some, or run `slm data --add-sample`")
+        return
+    print(f"{'file':<48} {'size':>9} {'lines':>9} {'docs':>6} {'~tokens':>9}")
+    for r in rows:
+        note = f"  ! {r.error}" if r.error else ""
+        if r.skipped_records:
+            note += f"  ({r.skipped_records} lines without text skipped)"
+        if r.chat_records:
+            note += f"  ({r.chat_records} chat records, kept for fine-tuning)"
+        print(f"{r.path:<48} {size(r.bytes):>9} {r.lines:>9} {r.documents:>6} {count(r.est_tokens):>9}{note}")
+    usable = [r for r in rows if not r.error]
+    print(f"{len(usable)} usable of {len(rows)} files, {size(sum(r.bytes for r in usable))}")
+
+
+def cmd_tokenize(args: argparse.Namespace, ws) -> None:
+    from core.data import Corpus
+    from core.tokenizers import measure, save_named, train_on_corpus
+
+    corpus = Corpus.scan(ws.data_dir, args.data, args.decode_errors or "skip")
+    _report_problems(corpus)
+    print(f"training a {args.vocab_size}-token tokenizer on {size(corpus.total_bytes)} of text ...")
+    tok = train_on_corpus(corpus, args.vocab_size, args.min_frequency, args.val_fraction, args.split_seed)
+    bpt = measure(tok, corpus, args.val_fraction, args.split_seed)
+    path = save_named(ws, args.name, tok, {"bytes_per_token": round(bpt, 4), "data": args.data or ["."]})
+    print(f"saved {path}: {tok.vocab_size} tokens, {bpt:.2f} bytes per token on validation text")
+
+
+def _report_problems(corpus) -> None:
+    for p in corpus.problems:
+        print(f"warning: skipped {p.path}: {p.error}", file=sys.stderr)
