@@ -90,7 +90,7 @@ class Generator:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.config = model.config
-        self.stop_ids = {tokenizer.eot_id} if tokenizer.eot_id is not None else set()
+        self.stop_ids = set(tokenizer.stop_ids)
         self.checkpoint: Checkpoint | None = None
 
     @classmethod

@@ -20,6 +20,8 @@ from core.errors import Cancelled, SLMError
 EOT = "<|endoftext|>"
 CHAT_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 SPECIAL_TOKENS = [EOT, *CHAT_TOKENS]
+# special tokens that end a generation, ours and those of common imported models (as llama.cpp's list)
+END_OF_TEXT = [EOT, "</s>", "<|end_of_text|>", "<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<eos>"]
 BYTE_TOKENS = 256
 
 
@@ -49,6 +51,7 @@ class Tokenizer:
         self.vocab_size = hf.get_vocab_size(with_added_tokens=True)
         self.special_ids = {t: i for t in SPECIAL_TOKENS if (i := hf.token_to_id(t)) is not None}
         self.eot_id = self.special_ids.get(EOT)
+        self.stop_ids = {i for i, t in hf.get_added_tokens_decoder().items() if t.special and t.content in END_OF_TEXT}
         self._token_bytes = [self._bytes_of(i) for i in range(self.vocab_size)]
         self._plain: HFTokenizer | None = None  # a copy that reads special-token text as plain text
 

@@ -100,3 +100,20 @@ def test_bad_settings_are_refused() -> None:
         SamplingSettings(temperature=-1)
     with pytest.raises(SLMError, match="top_p"):
         SamplingSettings(top_p=0)
+
+
+def test_an_imported_tokenizer_stops_at_its_own_end_token() -> None:
+    """Imported models end with their own special token (here Llama's </s>), never with the same text unmarked."""
+    from core.tokenizer import train_tokenizer
+    from tests.conftest import make_text
+
+    tok = train_tokenizer([make_text(200)], vocab_size=320, special_tokens=["</s>", "<unk>"])
+    tok.hf.add_tokens(["<|im_end|>"])  # an added token that is not special: text, not an end
+    tok = Tokenizer.from_json(tok.to_json())
+    end, plain = tok.hf.token_to_id("</s>"), tok.hf.token_to_id("<|im_end|>")
+    assert tok.stop_ids == {end} and plain is not None
+    model = GPT(ModelConfig(**{**TINY_MODEL, "vocab_size": tok.vocab_size, "tie_embeddings": False}))
+    torch.nn.init.zeros_(model.lm_head.weight)  # every logit 0: greedy picks id 0, which is </s>
+    assert end == 0
+    stream = Generator(model, tok).stream("The", greedy(10))
+    assert stream.text() == "" and stream.finish_reason == "eot"
