@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -62,7 +66,7 @@ def test_two_ranks_match_one_process_and_resume_in_one(workspace, tokenizer_file
     if mode == "shard":
         extra.append("--batch-size=2")
     out = train(workspace, capsys, "--nproc", "2", "--name", mode, "--tokenizer", str(tokenizer_file), *extra)
-    assert "torch.distributed.run" in out
+    assert "running: torchrun --nproc-per-node=2" in out
     assert losses(workspace, mode) == pytest.approx(losses(workspace, "single"), abs=2e-5)
     assert_same_weights(load_checkpoint(workspace.run_dir(mode) / "final"), single, atol=1e-4)
     assert not any(workspace.run_dir(mode).glob("*.rank*"))  # rank 0 alone wrote the run folder
@@ -70,6 +74,31 @@ def test_two_ranks_match_one_process_and_resume_in_one(workspace, tokenizer_file
     code = main(["--workspace", str(workspace.root), "train", "--resume", mode, f"--max-steps={STEPS + 2}"])
     assert code == 0, capsys.readouterr()
     assert load_checkpoint(workspace.run_dir(mode) / "final").meta["step"] == STEPS + 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_ranks_with_a_checkpoint_and_one_line(workspace, tokenizer_file) -> None:
+    """Ctrl-C reaches the whole process group, as from a terminal: one message, no traceback, resumable."""
+    flags = [f for f in FLAGS if not f.startswith("--max-steps")] + ["--max-steps=100000", "--log-interval=1"]
+    argv = ["--workspace", str(workspace.root), "train", *flags, "--nproc", "2", "--name", "stopped"]
+    argv += ["--tokenizer", str(tokenizer_file)]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    metrics = workspace.run_dir("stopped") / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while "StepMetrics" not in (metrics.read_text() if metrics.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.killpg(job.pid, signal.SIGINT)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 1, out + err
+    assert "Traceback" not in err
+    assert err.strip().endswith("error: stopped on request; resume with: slm train --resume stopped --nproc 2")
+    assert load_checkpoint(workspace.run_dir("stopped") / "latest").meta["step"] >= 1
 
 
 def test_launcher_passes_every_flag_but_its_own() -> None:

@@ -87,7 +87,7 @@ def _launch_torchrun(args: argparse.Namespace) -> None:
         name = default_run_name(args.preset)
         argv += ["--name", name]  # every machine must agree on it: say it now
     command = torchrun_command(args.nproc, argv, args.nnodes, args.rdzv_endpoint)
-    print("running:", " ".join(command[2:]), flush=True)
+    print("running: torchrun", " ".join(command[3:]), flush=True)
     interrupted = []
     # Ctrl-C reaches torchrun too, which passes it to the ranks: they stop after the step and save `latest`.
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
