@@ -111,6 +111,7 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
     """Scan a file once: size, lines, characters, documents, content hash and decoding problems."""
     stats = FileStats(path=str(Path(path).relative_to(data_dir)))
     digest = hashlib.blake2b(digest_size=16)
+    record_chars = 0  # JSONL: characters on lines with a `text` field, the only ones pretraining reads
     try:
         for i, raw in enumerate(read_chunks(path)):
             digest.update(raw)
@@ -130,14 +131,16 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
             if path.suffix.lower() == ".jsonl":
                 for line in text.splitlines():
                     kind = _record_kind(line)
-                    stats.documents += kind == "text"
+                    if kind == "text":
+                        stats.documents += 1
+                        record_chars += len(line)
                     stats.chat_records += kind == "chat"
                     stats.skipped_records += kind == "bad"
     except OSError as e:
         stats.error = f"cannot be read ({e.strerror or e})"
     if path.suffix.lower() != ".jsonl" and not stats.error:
         stats.documents = 1 if stats.chars else 0
-    stats.est_tokens = stats.bytes // 4
+    stats.est_tokens = (record_chars if path.suffix.lower() == ".jsonl" else stats.bytes) // 4
     stats.sha = digest.hexdigest()
     return stats
 

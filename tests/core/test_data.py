@@ -29,6 +29,10 @@ def test_stats_count_lines_chars_and_records(tmp_path) -> None:
     assert (a.bytes, a.lines, a.chars, a.documents, a.error) == (13, 2, 12, 1, None)
     b = file_stats(tmp_path / "b.jsonl", tmp_path)
     assert (b.documents, b.chat_records, b.skipped_records) == (1, 1, 2)
+    chat = [{"messages": [{"role": "user", "content": "a long question " * 50}]}] * 20
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(x) for x in [*chat, {"text": "x" * 400}]) + "\n")
+    mixed = file_stats(tmp_path / "chat.jsonl", tmp_path)
+    assert mixed.est_tokens == len(json.dumps({"text": "x" * 400})) // 4  # chat records are not pretraining text
 
 
 def test_undecodable_files_are_reported_and_skipped(workspace) -> None:
