@@ -118,3 +118,15 @@ async def test_empty_data_offers_the_sample_corpus_on_one_key(tmp_path, quick_sa
         await wait_until(pilot, lambda: "sample/python-topics.jsonl" in tree_paths(app))
         assert not empty.display
         assert (workspace.data_dir / "sample" / "python-docstrings.jsonl").exists()
+
+
+async def test_long_names_are_shortened_to_keep_their_size_in_view(workspace: Workspace) -> None:
+    name = "the-complete-works-of-william-shakespeare-in-one-volume.txt"
+    (workspace.data_dir / name).write_text("to be or not to be\n" * 100)
+    async with StudioApp(workspace).run_test(size=(80, 24)) as pilot:
+        await settled(pilot)
+        tree = pilot.app.screen.query_one(DataTree)
+        node = next(n for n in tree.nodes() if n.data == name)
+        line = tree.render_label(node, tree.rich_style, tree.rich_style).plain
+        assert line.rstrip().endswith("1.9 KB") and "…" in line
+        assert len(line) <= tree.scrollable_content_region.width

@@ -103,8 +103,9 @@ class DataTree(Tree[str]):
         if problem:
             label.stylize(self.get_component_rich_style("data-tree--problem", partial=True))
         amount = size(total)
-        used = path.count("/") * self.guide_depth + len(MARKS[mark]) + label.cell_len + len(amount)
-        pad = max(2, self.scrollable_content_region.width - 1 - used)  # sizes in a column at the right
+        room = self.scrollable_content_region.width - 1 - path.count("/") * self.guide_depth - len(MARKS[mark])
+        label.truncate(max(8, room - len(amount) - 2), overflow="ellipsis")  # a long name leaves room for its size
+        pad = max(2, room - label.cell_len - len(amount))  # sizes in a column at the right
         detail = Text(" " * pad + amount, self.get_component_rich_style("data-tree--detail", partial=True))
         return Text.assemble((MARKS[mark], mark_style), label, detail)
 
