@@ -91,7 +91,7 @@ def from_llama_state(state: State, config: ModelConfig) -> State:
 
 def special_ids(tokenizer: Tokenizer) -> tuple[int | None, list[int]]:
     """The bos id (the end-of-text token, as in GPT-2) and the ids that end a generation."""
-    eos = [tokenizer.eot_id] if tokenizer.eot_id is not None else []
+    eos = sorted(tokenizer.stop_ids)  # the tokens our generation stops at, an imported model's included
     if has_chat_tokens(tokenizer):
         eos.append(tokenizer.special_ids[END])
     return tokenizer.eot_id, eos

@@ -224,3 +224,16 @@ def test_cli_export_import_serve(tmp_path, workspace, checkpoint, capsys):
     assert code == 0
     code, out = slm("serve", str(checkpoint), "--port", "70000")
     assert code == 1 and out.strip().splitlines()[-1].startswith("error: cannot serve on 127.0.0.1:70000")
+
+
+def test_export_declares_the_end_tokens_generation_stops_at() -> None:
+    """An imported model's </s> stays its eos when exported again; ours are <|endoftext|> and the chat <|end|>."""
+    from core.hf import llama_config
+    from core.tokenizer import train_tokenizer
+    from tests.conftest import make_text
+
+    imported = train_tokenizer([make_text(200)], vocab_size=320, special_tokens=["</s>", "<unk>"])
+    ours = train_tokenizer([make_text(200)], vocab_size=320)
+    config = ModelConfig(**TINY_MODEL)
+    assert llama_config(config, imported, "float32")["eos_token_id"] == imported.hf.token_to_id("</s>")
+    assert llama_config(config, ours, "float32")["eos_token_id"] == [ours.eot_id, ours.special_ids["<|end|>"]]
