@@ -111,6 +111,7 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
     """Scan a file once: size, lines, characters, documents, content hash and decoding problems."""
     stats = FileStats(path=str(Path(path).relative_to(data_dir)))
     digest = hashlib.blake2b(digest_size=16)
+    jsonl = path.suffix.lower() == ".jsonl"
     record_chars = 0  # JSONL: characters on lines with a `text` field, the only ones pretraining reads
     try:
         for i, raw in enumerate(read_chunks(path)):
@@ -128,7 +129,7 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
                 stats.error = f"not UTF-8 text (bad byte at offset {stats.bytes - len(raw) + e.start})"
                 continue
             stats.chars += len(text)
-            if path.suffix.lower() == ".jsonl":
+            if jsonl:
                 for line in text.splitlines():
                     kind = _record_kind(line)
                     if kind == "text":
@@ -138,9 +139,9 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
                     stats.skipped_records += kind == "bad"
     except OSError as e:
         stats.error = f"cannot be read ({e.strerror or e})"
-    if path.suffix.lower() != ".jsonl" and not stats.error:
+    if not jsonl and not stats.error:
         stats.documents = 1 if stats.chars else 0
-    stats.est_tokens = (record_chars if path.suffix.lower() == ".jsonl" else stats.bytes) // 4
+    stats.est_tokens = (record_chars if jsonl else stats.bytes) // 4
     stats.sha = digest.hexdigest()
     return stats
 
