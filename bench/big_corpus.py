@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import ModelConfig, TrainConfig, preset
-from core.events import Progress
-from core.train import Trainer
+from core.train.events import Progress
+from core.train.trainer import Trainer
 from core.workspace import Workspace
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from bench.models import random_checkpoint
-from core.export import export_checkpoint
-from core.generate import Generator
-from core.sampling import SamplingSettings
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
+from core.export.formats import export_checkpoint
 
 PROMPT = "First Citizen:\nBefore we proceed any further, hear me speak."
 GGML_TYPE_F32 = 0

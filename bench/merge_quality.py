@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import preset
-from core.merge import METHODS, merge_checkpoints
-from core.sample import write_sample_corpus
+from core.data.sample import write_sample_corpus
+from core.merge.weights import METHODS, merge_checkpoints
 from core.workspace import Workspace
 from tui.cli import main as slm
 
@@ -45,7 +45,7 @@ def bits_per_byte(ws: Workspace, paths: list[Path]) -> dict[str, list[float]]:
     """Each checkpoint's val bits per byte on each domain's validation split (one thread, like the training)."""
     import torch
 
-    from core.merge import evaluate_checkpoints
+    from core.merge.compare import evaluate_checkpoints
 
     torch.set_num_threads(1)
     return {d: [r.bpb for r in evaluate_checkpoints(ws, paths, [d], max_tokens=EVAL_TOKENS)] for d in DOMAINS}

@@ -11,7 +11,7 @@ import torch
 from core.checkpoint import save_checkpoint, weights_for_saving
 from core.config import ModelConfig, preset, to_dict
 from core.model import GPT
-from core.tokenizer import train_tokenizer
+from core.tokenizer.bpe import train_tokenizer
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 
@@ -25,7 +25,7 @@ def random_checkpoint(folder: Path, preset_name: str = "toy", spread: float | No
     if CORPUS.exists():
         text = CORPUS.read_text(encoding="utf-8")[: 1 << 20]
     else:
-        from core.sample import write_sample_corpus
+        from core.data.sample import write_sample_corpus
 
         text = "".join(p.read_text(encoding="utf-8") for p in write_sample_corpus(folder / "data"))[: 1 << 20]
     shape = {**preset(preset_name).model, **shape}

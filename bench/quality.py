@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import ModelConfig, TrainConfig, preset
-from core.events import EvalMetrics
-from core.train import Trainer
+from core.train.events import EvalMetrics
+from core.train.trainer import Trainer
 from core.workspace import Workspace
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"

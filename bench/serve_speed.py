@@ -30,8 +30,8 @@ import openai
 import torch
 
 from bench.models import random_checkpoint
-from core.generate import Generator
-from core.sampling import SamplingSettings
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 
 PROMPTS = ["The king said", "First Citizen:", "What light through", "To be or not", "My lord, I"]
 Result = tuple[float, list[float], int]  # seconds, time to first token of each request, tokens made

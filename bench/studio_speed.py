@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import ModelConfig, TrainConfig, preset
-from core.events import StepMetrics
-from core.train import Trainer
+from core.train.events import StepMetrics
+from core.train.trainer import Trainer
 from core.workspace import Workspace
 from tui.app import StudioApp
 from tui.widgets.train.loss_plot import LossPlot
@@ -44,7 +44,7 @@ def make_workspace(root: Path) -> Workspace:
     if CORPUS.exists():
         (ws.data_dir / CORPUS.name).symlink_to(CORPUS)
     else:
-        from core.sample import write_sample_corpus
+        from core.data.sample import write_sample_corpus
 
         write_sample_corpus(ws.data_dir)
     return ws

@@ -26,11 +26,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.nanogpt_reference import ReferenceGPT
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 from core.config import ModelConfig, TrainConfig, preset
-from core.generate import Generator, SamplingSettings
 from core.model import GPT
-from core.tokenizer import train_tokenizer
-from core.train import Trainer
+from core.tokenizer.bpe import train_tokenizer
+from core.train.trainer import Trainer
 from core.workspace import Workspace
 
 SHAPE = dict(n_layer=4, n_head=4, n_kv_head=4, n_embd=128, context=64)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core import atomic
 from core.config import ModelConfig, count_params, from_dict, load_json, to_dict
 from core.errors import SLMError
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
 from core.workspace import Workspace
 
 if TYPE_CHECKING:  # torch loads only when weights are read or written: listing stays instant
@@ -40,6 +40,11 @@ def load_file(path: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file as load
 
     return load(path)
+
+
+def label(path: Path) -> str:
+    """How a checkpoint is named to the user: RUN/KIND."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def file_digest(path: Path) -> str:

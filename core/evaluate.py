@@ -7,7 +7,6 @@ no bytes and are left out of it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -16,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.device import autocast
 from core.errors import SLMError
 from core.model import GPT
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
 
 
 @dataclass
@@ -27,12 +27,6 @@ class EvalResult:
     ppl: float
     bpb: float
     tokens: int
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()

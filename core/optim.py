@@ -1,21 +1,35 @@
-"""Muon for every device: `torch.optim.Muon`, with its Newton-Schulz step in fp32 on CPUs.
+"""Optimisation: the learning-rate schedule, and Muon for every device.
 
-`torch.optim.Muon` orthogonalises each update in bfloat16. CPUs without native bf16 run those
-matrix products about 100x slower than fp32, which made Muon steps 10x slower than AdamW steps here.
-On such CPUs this subclass runs the same update with the iteration in fp32; elsewhere it is
-`torch.optim.Muon` unchanged.
+`lr_factor` is the schedule: linear warmup, then cosine or warmup-stable-decay.
+
+`torch.optim.Muon` orthogonalises each update in bfloat16. CPUs without native bf16 run those matrix
+products about 100x slower than fp32, which made Muon steps 10x slower than AdamW steps here. On such
+CPUs `Muon` runs the same update with the iteration in fp32; elsewhere it is `torch.optim.Muon` unchanged.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim._muon import _adjust_lr
+
+from core.config import TrainConfig
+from core.device import cpu_has_fast_bf16
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def cpu_has_fast_bf16() -> bool:
-    return bool(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")() in ("AVX512_BF16", "AMX"))
+def lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine or warmup-stable-decay to min_lr_ratio."""
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    progress = min(max(progress, 0.0), 1.0)
+    if cfg.schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        start = 1.0 - cfg.decay_fraction
+        decay = 1.0 if progress < start else (1.0 - progress) / max(cfg.decay_fraction, 1e-9)
+    return warmup * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay)
 
 
 def orthogonalize(update: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:

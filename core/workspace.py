@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def check_name(name: str, what: str = "run") -> str:
             f"the last three), at most 100 characters{', and not ' + repr(name) if name in RESERVED_NAMES else ''}"
         )
     return name
+
+
+def default_run_name(prefix: str) -> str:
+    """PREFIX-DATE-TIME: the name a run gets when the user gives none."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def workspace(tmp_path: Path) -> Workspace:
 @pytest.fixture(scope="session")
 def tokenizer_file(tmp_path_factory) -> Path:
     """A tokenizer trained once on the tiny corpus text (shared by the tests that need one)."""
-    from core.tokenizer import train_tokenizer
+    from core.tokenizer.bpe import train_tokenizer
 
     tok = train_tokenizer([make_text(1200, seed=1)], vocab_size=TINY_MODEL["vocab_size"])
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"

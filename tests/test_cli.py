@@ -102,7 +102,7 @@ def last_error(err: str) -> str:
 
 
 def test_merge_refuses_incompatible_checkpoints_and_forces_unrelated_ones(workspace, tokenizer_file, capsys) -> None:
-    from core.tokenizer import Tokenizer, train_tokenizer
+    from core.tokenizer.bpe import Tokenizer, train_tokenizer
     from tests.conftest import make_text
     from tests.core.test_merge import write_checkpoint
 

@@ -128,7 +128,7 @@ class StudioApp(App):
         def chosen(choice: str | None) -> None:
             if choice is None:
                 return
-            from core.export import export_checkpoint
+            from core.export.formats import export_checkpoint
 
             fmt, _, dtype = choice.partition("-")
             source = Path(path)
@@ -140,7 +140,7 @@ class StudioApp(App):
         self.push_screen(PickScreen("Export to which format?", EXPORT_FORMATS), chosen)
 
     def add_sample_corpus(self) -> None:
-        from core.sample import write_sample_corpus
+        from core.data.sample import write_sample_corpus
 
         self.notify("writing the sample corpus to data/sample/…")
         self.bridge.run_job("sample", lambda: write_sample_corpus(self.workspace.data_dir))

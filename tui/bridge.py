@@ -18,8 +18,8 @@ from textual.message_pump import MessagePump
 from textual.worker import Worker, get_current_worker
 
 from core.errors import SLMError
-from core.events import Control, EvalMetrics, Progress, RunEnded, StepMetrics
-from core.monitor import MetricsTail, RunHistory
+from core.train.events import Control, EvalMetrics, Progress, RunEnded, StepMetrics
+from core.train.monitor import MetricsTail, RunHistory
 from core.workspace import Workspace
 from tui.messages import (
     GenerationDone,
@@ -45,7 +45,7 @@ class Bridge:
         self.train_worker: Worker | None = None
         self.attach_worker: Worker | None = None
         self.trainer: Any = None
-        self.generator: Any = None  # core.generate.Generator of the chat model
+        self.generator: Any = None  # core.chat.generate.Generator of the chat model
         self.model_path: Path | None = None
         self.loading: Path | None = None  # the checkpoint being loaded for chat, if any
         self._load = 0
@@ -203,7 +203,7 @@ class Bridge:
         self.broadcast(lambda: JobProgress("load-model", "load", 0, 1))
 
         def load() -> str:
-            from core.generate import Generator
+            from core.chat.generate import Generator
 
             try:
                 generator = Generator.from_checkpoint(Path(path), "auto")

@@ -14,7 +14,7 @@ class TrainingUpdated(Message):
 class TrainingFinished(Message):
     def __init__(self, end: Any | None, error: str | None) -> None:
         super().__init__()
-        self.end = end  # core.events.RunEnded, or None when the run failed before it started
+        self.end = end  # core.train.events.RunEnded, or None when the run failed before it started
         self.error = error
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from core.branch import (
+from core.errors import SLMError
+from core.merge.branches import (
     Job,
     JobEnded,
     JobStarted,
@@ -15,7 +16,6 @@ from core.branch import (
     stage_state,
     thread_shares,
 )
-from core.errors import SLMError
 
 
 def test_branches_per_top_level_entry_or_per_file(workspace) -> None:

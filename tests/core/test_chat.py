@@ -1,20 +1,20 @@
 from __future__ import annotations
 
 import pytest
+from core.chat.session import transcript_markdown
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.chat import (
+from core.errors import SLMError
+from core.tokenizer.bpe import EOT, SPECIAL_TOKENS, Tokenizer, train_tokenizer
+from core.tokenizer.chat_template import (
     END,
     completion_text,
     has_chat_tokens,
     is_chat_model,
     render_chat,
     render_chat_masked,
-    transcript_markdown,
 )
-from core.errors import SLMError
-from core.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer, train_tokenizer
 from tests.conftest import make_text
 
 

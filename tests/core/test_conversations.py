@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.conversations import DialogFormat, read_conversations, resolve_files
+from core.data.conversations import DialogFormat, read_conversations, resolve_files
 from core.errors import SLMError
 
 

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from core.data import Corpus, discover, encode_corpus, file_stats, token_dtype
+from core.data.corpus import Corpus, discover, file_stats
 from core.errors import SLMError
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
+from core.train.tokens import encode_corpus, token_dtype
 from tests.conftest import make_text
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from core.chat.feedback import FeedbackDB, Rating
 from core.checkpoint import load_checkpoint
-from core.dpo import DPOTrainer
 from core.errors import SLMError
-from core.events import PreferenceMetrics
-from core.feedback import FeedbackDB, Rating
-from core.train import Trainer
+from core.train.dpo import DPOTrainer
+from core.train.events import PreferenceMetrics
+from core.train.trainer import Trainer
 from tests.conftest import OBJECTS, SUBJECTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")

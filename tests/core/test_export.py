@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.chat import render_chat
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 from core.checkpoint import load_checkpoint, load_weights, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, to_dict
 from core.errors import SLMError
-from core.export import export_checkpoint, gguf_tensors, interleave_rope
-from core.generate import Generator
-from core.hf import import_hf
+from core.export.formats import export_checkpoint
+from core.export.gguf import gguf_tensors, interleave_rope
+from core.export.hf import import_hf
 from core.model import GPT, apply_rope, rope_tables
-from core.sampling import SamplingSettings
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
+from core.tokenizer.chat_template import render_chat
 from tests.conftest import TINY_MODEL
 
 PROMPT = "The cat sees the moon. A dog"
@@ -228,8 +229,8 @@ def test_cli_export_import_serve(tmp_path, workspace, checkpoint, capsys):
 
 def test_export_declares_the_end_tokens_generation_stops_at() -> None:
     """An imported model's </s> stays its eos when exported again; ours are <|endoftext|> and the chat <|end|>."""
-    from core.hf import llama_config
-    from core.tokenizer import train_tokenizer
+    from core.export.hf import llama_config
+    from core.tokenizer.bpe import train_tokenizer
     from tests.conftest import make_text
 
     imported = train_tokenizer([make_text(200)], vocab_size=320, special_tokens=["</s>", "<unk>"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from core.chat.feedback import FeedbackDB, Rating, preference_pairs
 from core.errors import SLMError
-from core.feedback import FeedbackDB, Rating, preference_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_pairs_are_good_against_bad_answers_to_the_same_conversation() -> None:
 
 WRITER = """
 import json, sys, time
-from core import feedback
+from core.chat import feedback
 
 db = feedback.FeedbackDB(sys.argv[1])
 make = lambda i, v: feedback.Rating([{"role": "user", "content": f"q{i}"}], f"a{i}", v)

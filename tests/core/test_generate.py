@@ -3,11 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.chat.generate import Generator, sample_next
+from core.chat.sampling import SamplingSettings
 from core.config import ModelConfig
 from core.errors import SLMError
-from core.generate import Generator, SamplingSettings, sample_next
 from core.model import GPT
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
 from tests.conftest import TINY_MODEL
 
 
@@ -104,7 +105,7 @@ def test_bad_settings_are_refused() -> None:
 
 def test_an_imported_tokenizer_stops_at_its_own_end_token() -> None:
     """Imported models end with their own special token (here Llama's </s>), never with the same text unmarked."""
-    from core.tokenizer import train_tokenizer
+    from core.tokenizer.bpe import train_tokenizer
     from tests.conftest import make_text
 
     tok = train_tokenizer([make_text(200)], vocab_size=320, special_tokens=["</s>", "<unk>"])

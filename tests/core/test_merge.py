@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 from core.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, to_dict
 from core.errors import SLMError
-from core.generate import Generator, SamplingSettings
-from core.merge import (
+from core.merge.compare import evaluate_checkpoints
+from core.merge.weights import (
     METHODS,
     MergeOptions,
     check_compatible,
-    evaluate_checkpoints,
     load_header,
     merge_checkpoints,
     merge_linear,
@@ -24,8 +25,8 @@ from core.merge import (
     merge_ties,
 )
 from core.model import GPT
-from core.tokenizer import Tokenizer, train_tokenizer
-from core.train import Trainer
+from core.tokenizer.bpe import Tokenizer, train_tokenizer
+from core.train.trainer import Trainer
 from tests.conftest import TINY_MODEL, make_text
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from core.events import EvalMetrics, RunEnded, RunStarted, StepMetrics, event_to_dict
-from core.monitor import MetricsTail, RunHistory, downsample
+from core.train.events import EvalMetrics, RunEnded, RunStarted, StepMetrics, event_to_dict
+from core.train.monitor import MetricsTail, RunHistory, downsample
 
 
 def step(n: int, loss: float = 1.0) -> StepMetrics:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import json
 
-from core.data import Corpus
-from core.sample import (
+from core.data.corpus import Corpus
+from core.data.sample import (
     docstring_documents,
     sample_conversations,
     topic_documents,

@@ -9,10 +9,10 @@ import urllib.request
 
 import pytest
 
-from core.chat import render_chat
-from core.generate import Generator
-from core.sampling import SamplingSettings
-from core.serve import ServeLimits, ServerThread, create_app
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
+from core.chat.serve import ServeLimits, ServerThread, create_app
+from core.tokenizer.chat_template import render_chat
 from tests.core.test_export import make_checkpoint
 
 openai = pytest.importorskip("openai")

@@ -7,14 +7,16 @@ import json
 import pytest
 import torch
 
-from core.chat import END, is_chat_model, render_chat, render_chat_masked
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 from core.checkpoint import load_checkpoint
 from core.errors import SLMError
-from core.events import SampleText
-from core.generate import Generator, SamplingSettings
-from core.sft import SFTTrainer, pad_rows
-from core.tokenizer import Tokenizer
-from core.train import Trainer
+from core.tokenizer.bpe import Tokenizer
+from core.tokenizer.chat_template import END, is_chat_model, render_chat, render_chat_masked
+from core.train.events import SampleText
+from core.train.objectives import resume_run
+from core.train.sft import SFTTrainer, pad_rows
+from core.train.trainer import Trainer
 
 QA = [
     ("Who sees the moon?", "The cat sees the moon."),
@@ -74,7 +76,7 @@ def test_sft_makes_greedy_answers_reproduce_the_trained_answers(workspace, tiny_
     run = json.loads((workspace.run_dir("sft") / "run.json").read_text())
     assert run["objective"] == "sft" and run["data"]["train_conversations"] == len(QA) - 1
     assert run["lineage"][0]["path"].endswith("base/final")
-    assert isinstance(Trainer.resume_run(workspace, "sft", {"max_steps": 121}), SFTTrainer)
+    assert isinstance(resume_run(workspace, "sft", {"max_steps": 121}), SFTTrainer)
 
 
 def test_sft_needs_a_checkpoint_to_start_from(workspace, tiny_configs, tmp_path) -> None:
@@ -86,7 +88,7 @@ def test_sft_needs_a_checkpoint_to_start_from(workspace, tiny_configs, tmp_path)
 
 
 def test_stopped_sft_resumes_to_the_same_weights(workspace, tiny_configs) -> None:
-    from core.events import Control, StepMetrics
+    from core.train.events import Control, StepMetrics
 
     model, base_train = tiny_configs(max_steps=2)
     Trainer(workspace, "base", model, base_train).run()
@@ -100,7 +102,7 @@ def test_stopped_sft_resumes_to_the_same_weights(workspace, tiny_configs) -> Non
             control.stop()
 
     assert SFTTrainer(workspace, "stopped", model, train, stop_at_3, control).run().reason == "stopped"
-    assert Trainer.resume_run(workspace, "stopped").run().step == 8
+    assert resume_run(workspace, "stopped").run().step == 8
     a = load_checkpoint(workspace.run_dir("straight") / "final").state
     b = load_checkpoint(workspace.run_dir("stopped") / "final").state
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import Cancelled, SLMError
-from core.tokenizer import EOT, SPECIAL_TOKENS, Tokenizer, min_vocab_size, train_tokenizer
+from core.tokenizer.bpe import EOT, SPECIAL_TOKENS, Tokenizer, min_vocab_size, train_tokenizer
 from tests.conftest import make_text
 
 

@@ -13,8 +13,10 @@ from core import checkpoint as checkpoint_module
 from core.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
 from core.config import TrainConfig
 from core.errors import SLMError
-from core.events import Control, EvalMetrics, RunEnded, StepMetrics, event_from_dict
-from core.train import Trainer, lr_factor
+from core.optim import lr_factor
+from core.train.events import Control, EvalMetrics, RunEnded, StepMetrics, event_from_dict
+from core.train.objectives import resume_run
+from core.train.trainer import Trainer
 
 
 def collect():
@@ -58,7 +60,7 @@ def test_resume_is_bit_exact(workspace, tiny_configs) -> None:
 
     first = Trainer(workspace, "interrupted", model, train, stop_at_7, control).run()
     assert first.reason == "stopped" and first.step == 7
-    end = Trainer.resume_run(workspace, "interrupted").run()
+    end = resume_run(workspace, "interrupted").run()
     assert end.reason == "finished" and end.step == 16
     a = load_file(workspace.run_dir("straight") / "final" / "model.safetensors")
     b = load_file(workspace.run_dir("interrupted") / "final" / "model.safetensors")
@@ -109,7 +111,7 @@ def test_fine_tune_records_lineage_and_refuses_other_tokenizers(workspace, tiny_
     base_meta = json.loads((workspace.run_dir("base") / "final" / "checkpoint.json").read_text())
     assert meta["lineage"][0]["run_id"] == base_meta["run_id"]
 
-    from core.tokenizer import train_tokenizer
+    from core.tokenizer.bpe import train_tokenizer
 
     other = train_tokenizer(["completely different text " * 50], vocab_size=300)
     other.save(tmp_path / "other.json")
@@ -191,8 +193,8 @@ def test_corrupt_and_truncated_checkpoints_are_detected(workspace, tiny_configs)
 
 
 def test_early_stopping_after_patience_evals_without_improvement(workspace, tiny_configs, monkeypatch) -> None:
-    from core import train as train_module
     from core.evaluate import EvalResult
+    from core.train import trainer as train_module
 
     losses = iter([3.0, 2.5, 2.6, 2.55, 2.7, 1.0])
     monkeypatch.setattr(train_module, "evaluate_tokens", lambda *a, **k: EvalResult(next(losses), 1.0, 1.0, 10))

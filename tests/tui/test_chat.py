@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import Markdown
 
+from core.chat.feedback import FeedbackDB
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 from core.config import ModelConfig, TrainConfig
-from core.feedback import FeedbackDB
-from core.generate import Generator, SamplingSettings
 from core.workspace import Workspace
 from tests.conftest import TINY_MODEL, TINY_TRAIN, make_text
 from tests.core.test_sft import write_conversations
@@ -31,7 +32,7 @@ SIZE = (120, 40)
 @pytest.fixture(scope="module")
 def trained_runs(tmp_path_factory, tokenizer_file) -> Path:
     """A tiny run `run`, trained once for the module, and an older copy of it, `other`; tests copy both."""
-    from core.train import Trainer
+    from core.train.trainer import Trainer
 
     ws = Workspace.resolve(tmp_path_factory.mktemp("chat") / "ws")
     ws.ensure()
@@ -370,7 +371,7 @@ async def test_the_last_model_used_is_loaded_again(chat_ws) -> None:
 @pytest.fixture(scope="module")
 def sft_runs(trained_runs: Path, tmp_path_factory) -> Path:
     """The trained runs plus `chat`: `run/final` fine-tuned on a few conversations (the newest run)."""
-    from core.sft import SFTTrainer
+    from core.train.sft import SFTTrainer
 
     ws = Workspace.resolve(tmp_path_factory.mktemp("sft") / "ws")
     ws.ensure()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from core.train import Trainer
+from core.train.trainer import Trainer
 from tests.tui.helpers import wait_until
 from tui.app import StudioApp
 from tui.screens.modals import ConfirmScreen

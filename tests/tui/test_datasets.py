@@ -102,9 +102,9 @@ async def test_the_validation_fraction_must_be_between_0_and_1(workspace: Worksp
 @pytest.fixture
 def quick_sample(monkeypatch):
     """The real sample writer, with the standard library's docstrings (slow to collect) left out."""
-    import core.sample
+    import core.data.sample
 
-    monkeypatch.setattr(core.sample, "docstring_documents", lambda: iter([{"title": "t", "text": "Hello. " * 40}]))
+    monkeypatch.setattr(core.data.sample, "docstring_documents", lambda: iter([{"title": "t", "text": "Hello. " * 40}]))
 
 
 async def test_empty_data_offers_the_sample_corpus_on_one_key(tmp_path, quick_sample) -> None:

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from core.tokenizer import Tokenizer
-from core.train import Trainer
+from core.tokenizer.bpe import Tokenizer
+from core.train.trainer import Trainer
 from tests.core.test_merge import write_checkpoint
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp

@@ -8,7 +8,7 @@ import time
 
 from textual.widgets import Static
 
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
 from core.workspace import Workspace
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp
@@ -90,7 +90,7 @@ async def test_a_bad_vocab_size_is_refused_before_training(workspace: Workspace)
 
 
 async def test_cancel_stops_training_and_keeps_nothing(workspace: Workspace, monkeypatch) -> None:
-    import core.tokenizers as engine
+    import core.tokenizer.named as engine
 
     real = engine.train_tokenizer
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.checkpoint import list_checkpoints
-from core.train import Trainer
+from core.train.trainer import Trainer
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp
 from tui.screens.modals import ConfirmScreen, PickScreen

@@ -9,8 +9,8 @@ from tui.format import count, size
 
 
 def cmd_data(args: argparse.Namespace, ws) -> None:
-    from core.data import discover, file_stats
-    from core.sample import write_sample_corpus
+    from core.data.corpus import discover, file_stats
+    from core.data.sample import write_sample_corpus
 
     if args.add_sample:
         files = write_sample_corpus(ws.data_dir)
@@ -36,8 +36,8 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace, ws) -> None:
-    from core.data import Corpus
-    from core.tokenizers import measure, save_named, train_on_corpus
+    from core.data.corpus import Corpus
+    from core.tokenizer.named import measure, save_named, train_on_corpus
 
     corpus = Corpus.scan(ws.data_dir, args.data, args.decode_errors or "skip")
     _report_problems(corpus)

@@ -15,7 +15,7 @@ from tui.format import clock
 
 def cmd_merge(args: argparse.Namespace, ws) -> None:
     from core.checkpoint import resolve_checkpoint
-    from core.train import default_run_name
+    from core.workspace import default_run_name
 
     paths = [resolve_checkpoint(ws, ref) for ref in args.checkpoints]
     base = resolve_checkpoint(ws, args.base) if args.base else None
@@ -24,8 +24,8 @@ def cmd_merge(args: argparse.Namespace, ws) -> None:
 
 def _merge(args: argparse.Namespace, paths: list[Path], base: Path | None, out: Path, force: bool) -> Path:
     """Merge with the method flags of `args`, print what was merged; returns the merged checkpoint."""
-    from core.checkpoint import read_meta
-    from core.merge import MergeOptions, label, merge_checkpoints, shares
+    from core.checkpoint import label, read_meta
+    from core.merge.weights import MergeOptions, merge_checkpoints, shares
 
     options = MergeOptions(**{k: getattr(args, k) for k in ("density", "scale") if getattr(args, k) is not None})
     path = merge_checkpoints(paths, args.weights, args.method, out=out, base=base, options=options, force=force)
@@ -40,8 +40,8 @@ def _merge(args: argparse.Namespace, paths: list[Path], base: Path | None, out: 
 
 
 def cmd_branch(args: argparse.Namespace, ws) -> None:
-    from core.branch import plan_branches
     from core.checkpoint import resolve_checkpoint
+    from core.merge.branches import plan_branches
 
     ws.ensure()
     base = resolve_checkpoint(ws, args.base)
@@ -58,8 +58,8 @@ BRANCH_FLAGS = ["preset", "optimizer", "schedule", "device", "precision", "decod
 
 def _branch(args: argparse.Namespace, ws, base: Path, branches: list) -> list[Path]:
     """Train the branches that have not finished, in parallel processes; returns their final checkpoints."""
-    from core.branch import LOG, Job, available_cpus, gpu_ids, run_parallel, stage_state
     from core.errors import SLMError
+    from core.merge.branches import LOG, Job, available_cpus, gpu_ids, run_parallel, stage_state
 
     forwarded = [f"--{f}={getattr(args, field(f))}" for f in BRANCH_FLAGS if getattr(args, field(f)) is not None]
     jobs = []
@@ -92,7 +92,7 @@ class BranchPrinter:
     """Branch processes starting and ending, and every `every_s` seconds the step and loss of those running."""
 
     def __init__(self, ws, names: list[str], every_s: float = 30.0) -> None:
-        from core.monitor import MetricsTail, RunHistory
+        from core.train.monitor import MetricsTail, RunHistory
 
         self.ws, self.every_s = ws, every_s
         self.tails = {name: MetricsTail(ws.run_dir(name) / "metrics.jsonl") for name in names}
@@ -101,8 +101,8 @@ class BranchPrinter:
         self.due = time.monotonic() + every_s
 
     def __call__(self, event) -> None:
-        from core.branch import JobStarted
         from core.checkpoint import read_meta
+        from core.merge.branches import JobStarted
 
         if isinstance(event, JobStarted):
             self.running.add(event.name)
@@ -131,10 +131,10 @@ class BranchPrinter:
 
 
 def cmd_pipeline(args: argparse.Namespace, ws) -> None:
-    from core.branch import plan_branches
     from core.checkpoint import resolve_checkpoint
     from core.config import preset
     from core.errors import SLMError
+    from core.merge.branches import plan_branches
 
     ws.ensure()
     stages = {f"{args.name}-{stage}" for stage in ("base", "merged", "tuned")}
@@ -169,7 +169,7 @@ def _stage(args: argparse.Namespace, stage: str, **changes: Any) -> argparse.Nam
 
 def _skip_or_clear(run_dir: Path) -> bool:
     """Whether the run finished; one with nothing to resume from is cleared for a fresh start."""
-    from core.branch import discard_unstarted, stage_state
+    from core.merge.branches import discard_unstarted, stage_state
 
     state = stage_state(run_dir)
     if state == "new":
@@ -179,8 +179,8 @@ def _skip_or_clear(run_dir: Path) -> bool:
 
 def _train_stage(args: argparse.Namespace, ws, name: str) -> Path:
     """Train run `name` unless it finished, resuming it if it stopped; returns its final checkpoint."""
-    from core.branch import stage_state
     from core.errors import SLMError
+    from core.merge.branches import stage_state
 
     run_dir = ws.run_dir(name)
     if _skip_or_clear(run_dir):

@@ -11,8 +11,9 @@ from tui.format import clip, size
 
 
 def cmd_generate(args: argparse.Namespace, ws) -> None:
+    from core.chat.generate import Generator
+    from core.chat.sampling import SamplingSettings
     from core.checkpoint import resolve_checkpoint
-    from core.generate import Generator, SamplingSettings
 
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
@@ -50,7 +51,7 @@ def _stream(gen, prompt: str, settings, no_cache: bool, chat: bool = False) -> N
     if chat:
         from dataclasses import replace
 
-        from core.chat import END, render_chat
+        from core.tokenizer.chat_template import END, render_chat
 
         ids = render_chat([{"role": "user", "content": prompt}], gen.tokenizer)
         out = gen.stream(ids, replace(settings, stop=[*settings.stop, END]), use_cache=not no_cache)
@@ -66,9 +67,9 @@ def _stream(gen, prompt: str, settings, no_cache: bool, chat: bool = False) -> N
 
 
 def cmd_eval(args: argparse.Namespace, ws) -> None:
+    from core.chat.generate import Generator
     from core.checkpoint import resolve_checkpoint
     from core.evaluate import evaluate_file
-    from core.generate import Generator
 
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
@@ -111,7 +112,7 @@ def cmd_presets(args: argparse.Namespace, ws) -> None:
 
 def cmd_export(args: argparse.Namespace, ws) -> None:
     from core.checkpoint import resolve_checkpoint
-    from core.export import export_checkpoint
+    from core.export.formats import export_checkpoint
 
     path = resolve_checkpoint(ws, args.checkpoint)
     out = export_checkpoint(path, args.format, args.out, args.dtype)
@@ -119,7 +120,7 @@ def cmd_export(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_import(args: argparse.Namespace, ws) -> None:
-    from core.hf import import_hf
+    from core.export.hf import import_hf
 
     ws.ensure()
     path = import_hf(args.hf_dir, ws, args.name)
@@ -127,15 +128,14 @@ def cmd_import(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_serve(args: argparse.Namespace, ws) -> None:
-    from core.checkpoint import resolve_checkpoint
-    from core.export import model_name
-    from core.generate import Generator
-    from core.serve import ServeLimits, create_app, run_server
+    from core.chat.generate import Generator
+    from core.chat.serve import ServeLimits, create_app, run_server
+    from core.checkpoint import label, resolve_checkpoint
 
     api_key = args.api_key or os.environ.get("SLM_API_KEY") or None
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
-    name = model_name(gen.checkpoint)
+    name = label(path)
     app = create_app(gen, name, api_key, ServeLimits(max_tokens=args.max_tokens))
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
@@ -144,7 +144,7 @@ def cmd_serve(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_feedback(args: argparse.Namespace, ws) -> None:
-    from core.feedback import FeedbackDB, preference_pairs
+    from core.chat.feedback import FeedbackDB, preference_pairs
 
     db = FeedbackDB.for_workspace(ws)
     ratings = db.ratings()

@@ -16,7 +16,7 @@ from tui.format import clock, count
 def train_configs(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Model and training configs from a preset plus the flags given; returns (model, train, name)."""
     from core.config import ModelConfig, TrainConfig, preset
-    from core.train import default_run_name
+    from core.workspace import default_run_name
 
     chosen = preset(args.preset)
     model = {**chosen.model, **collect(args, MODEL_FLAGS)}
@@ -48,8 +48,8 @@ def cmd_train(args: argparse.Namespace, ws) -> None:
         _launch_torchrun(args)
         return
     if "WORLD_SIZE" in os.environ and not args.resume and not args.name:
-        from core.distributed import Dist
-        from core.train import default_run_name
+        from core.train.distributed import Dist
+        from core.workspace import default_run_name
 
         args.name = Dist.from_env(args.device or "auto").share(default_run_name(args.preset))  # one name for all
     run_train(args, ws)
@@ -75,9 +75,9 @@ def _launch_torchrun(args: argparse.Namespace) -> None:
     """Run this same `slm train` under torchrun, `args.nproc` processes per machine, and wait for it."""
     import subprocess
 
-    from core.distributed import torchrun_command
     from core.errors import SLMError
-    from core.train import default_run_name
+    from core.train.distributed import torchrun_command
+    from core.workspace import default_run_name
 
     if args.nnodes != "1" and not args.rdzv_endpoint:
         raise SLMError("a job on several machines needs --rdzv-endpoint HOST:PORT (the same on every machine)")
@@ -103,11 +103,12 @@ def _launch_torchrun(args: argparse.Namespace) -> None:
 
 def run_train(args: argparse.Namespace, ws):
     """Train (new, or `args.resume`) with progress printed; returns the run's RunEnded."""
-    from core.train import Trainer
+    from core.train.objectives import resume_run
+    from core.train.trainer import Trainer
 
     def make(printer, control):
         if args.resume:
-            return Trainer.resume_run(ws, args.resume, resume_overrides(args), printer, control)
+            return resume_run(ws, args.resume, resume_overrides(args), printer, control)
         model, train, name = train_configs(args)
         return Trainer(ws, name, model, train, printer, control)
 
@@ -125,7 +126,7 @@ def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_trainer(make: Callable[[Any, Any], Any], log_interval: int):
     """Run the trainer `make(on_event, control)` builds, printing its events; Ctrl-C stops it. Returns RunEnded."""
-    from core.events import Control
+    from core.train.events import Control
 
     control = Control()
     printer = TrainPrinter(log_interval)
@@ -244,13 +245,13 @@ class TrainPrinter:
 
 def cmd_sft(args: argparse.Namespace, ws) -> None:
     from core.config import SFT_TRAIN
-    from core.conversations import DialogFormat
+    from core.data.conversations import DialogFormat
     from core.errors import SLMError
-    from core.sft import SFTTrainer
+    from core.train.sft import SFTTrainer
 
     data = list(args.data or [])
     if args.sample and not args.resume:
-        from core.sample import write_sample_chat
+        from core.data.sample import write_sample_chat
 
         path = write_sample_chat(ws.data_dir)
         print(f"wrote the sample conversations: {path.relative_to(ws.root)}")
@@ -265,7 +266,7 @@ def cmd_sft(args: argparse.Namespace, ws) -> None:
 
 def cmd_dpo(args: argparse.Namespace, ws) -> None:
     from core.config import DPO_TRAIN
-    from core.dpo import DPOTrainer
+    from core.train.dpo import DPOTrainer
 
     _tune(args, ws, DPOTrainer, DPO_TRAIN, "dpo", [], beta=args.beta)
 
@@ -274,13 +275,14 @@ def _tune(args: argparse.Namespace, ws, trainer_class, defaults: dict, prefix: s
     """Tune `--from` (default: the newest checkpoint) with a Trainer subclass, or resume `--resume`."""
     from core.checkpoint import read_meta, resolve_checkpoint
     from core.config import ModelConfig, TrainConfig
-    from core.train import Trainer, default_run_name
+    from core.train.objectives import resume_run
+    from core.workspace import default_run_name
 
     ws.ensure()
     if args.resume:
         overrides = resume_overrides(args)
         return run_trainer(
-            lambda on_event, control: Trainer.resume_run(ws, args.resume, overrides, on_event, control),
+            lambda on_event, control: resume_run(ws, args.resume, overrides, on_event, control),
             args.log_interval,
         )
     parent = resolve_checkpoint(ws, args.init_from)

@@ -1,7 +1,7 @@
 """Chat: talk to a checkpoint and watch its reply stream in; slash commands steer sampling, model and conversation.
 
 Completion mode sends the conversation as plain text for the model to continue; chat mode wraps each turn in
-the chat template (core.chat) and is the default for checkpoints fine-tuned on conversations.
+the chat template (core.tokenizer.chat_template) and is the default for checkpoints fine-tuned on conversations.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
 from core import atomic
-from core.chat import END, Message, has_chat_tokens, is_chat_model, prompt_ids, transcript_markdown
-from core.checkpoint import list_checkpoints, resolve_checkpoint
+from core.chat.feedback import FILE_NAME, FeedbackDB, Rating
+from core.chat.sampling import SamplingSettings
+from core.chat.session import transcript_markdown
+from core.checkpoint import label, list_checkpoints, resolve_checkpoint
 from core.config import count_params
+from core.data.conversations import Message
 from core.errors import SLMError
-from core.feedback import FILE_NAME, FeedbackDB, Rating
-from core.sampling import SamplingSettings
-from core.tokenizer import Tokenizer
+from core.tokenizer.bpe import Tokenizer
+from core.tokenizer.chat_template import END, has_chat_tokens, is_chat_model, prompt_ids
 from tui.format import clip, count
 from tui.messages import GenerationDone, GenerationText, JobDone, JobFailed, JobProgress, ModelLoaded
 from tui.screens.modals import PickScreen
@@ -60,11 +62,6 @@ FINISH = {
     "cancelled": "stopped",
     "context": "context full",
 }
-
-
-def checkpoint_label(path: Path) -> str:
-    """RUN/KIND for a checkpoint folder."""
-    return f"{path.parent.name}/{path.name}"
 
 
 def sampling_text(s: SamplingSettings) -> str:
@@ -164,7 +161,7 @@ class ChatScreen(Screen):
         self.mode = "chat" if is_chat_model(generator.tokenizer, self.model_meta()) else "completion"
         how = "turns in the chat template" if self.mode == "chat" else "the model continues your text"
         self.note(
-            f"Chatting with **{checkpoint_label(bridge.model_path)}** in {self.mode} mode ({how}). "
+            f"Chatting with **{label(bridge.model_path)}** in {self.mode} mode ({how}). "
             "`/help` lists the commands."
         )
         self.used = len(self.prompt_ids(generator.tokenizer)) if self.messages else 0
@@ -180,13 +177,12 @@ class ChatScreen(Screen):
         status, bridge = self.query_one(ChatStatus), self.app.bridge
         generator = bridge.generator
         if bridge.loading is not None:
-            status.update(f"loading {checkpoint_label(bridge.loading)}…")
+            status.update(f"loading {label(bridge.loading)}…")
         elif generator is None:
             status.update("no model loaded: /model NAME, or F2 to pick one")
         else:
             config = generator.config
-            label = checkpoint_label(bridge.model_path)
-            status.show(label, count_params(config), self.mode, self.settings, self.used, config.context)
+            status.show(label(bridge.model_path), count_params(config), self.mode, self.settings, self.used, config.context)
 
     def on_job_progress(self, message: JobProgress) -> None:
         if message.job == "load-model":
@@ -357,7 +353,7 @@ class ChatScreen(Screen):
             self.conversation()[:-1],
             answer,
             value,
-            model=checkpoint_label(model) if model else "",
+            model=label(model) if model else "",
             sampling=asdict(self.settings),
             mode=self.mode,
         )
@@ -438,7 +434,7 @@ class ChatScreen(Screen):
             config, meta = generator.config, self.model_meta()
             val = meta.get("metrics", {}).get("val_loss")
             lines.append(
-                f"- **model** {checkpoint_label(self.app.bridge.model_path)} · {count(count_params(config))} "
+                f"- **model** {label(self.app.bridge.model_path)} · {count(count_params(config))} "
                 f"parameters · context {config.context} tokens ({min(self.used, config.context)} used) · vocabulary "
                 f"{generator.tokenizer.vocab_size} · step {meta.get('step', 0)}"
                 + (f" · val loss {val:.3f}" if val is not None else "")
@@ -500,7 +496,7 @@ class ChatScreen(Screen):
     def transcript_details(self) -> list[str]:
         model = self.app.bridge.model_path
         return [
-            f"model: {checkpoint_label(model) if model else 'none'} ({self.mode} mode)",
+            f"model: {label(model) if model else 'none'} ({self.mode} mode)",
             f"sampling: {sampling_text(self.settings)}",
             f"system prompt: {self.system or '(none)'}",
             f"saved: {time.strftime('%Y-%m-%d %H:%M')}",

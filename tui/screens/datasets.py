@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.validation import Function
 from textual.widgets import Footer, Header, Input, Label, Static, Tree
 
-from core.data import FileStats, discover, file_stats
+from core.data.corpus import FileStats, discover, file_stats
 from core.errors import SLMError
 from tui.format import count, size
 from tui.messages import JobDone, JobFailed, JobProgress

@@ -17,18 +17,10 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, SelectionList, Static
 from textual.worker import Worker
 
-from core.checkpoint import list_checkpoints, read_meta
+from core.checkpoint import label, list_checkpoints, read_meta
 from core.errors import SLMError
-from core.merge import (
-    METHODS,
-    check_compatible,
-    evaluate_checkpoints,
-    label,
-    load_header,
-    merge_checkpoints,
-    normalised,
-    shares,
-)
+from core.merge.compare import evaluate_checkpoints
+from core.merge.weights import METHODS, check_compatible, load_header, merge_checkpoints, normalised, shares
 from core.workspace import Workspace
 from tui.messages import JobDone, JobFailed, JobProgress
 from tui.widgets.merge.comparison import Compared, ComparisonTable

@@ -16,10 +16,10 @@ from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, ProgressBar, Static
 
-from core.data import Corpus
+from core.data.corpus import Corpus
 from core.errors import Cancelled, SLMError
-from core.tokenizer import SPECIAL_TOKENS, Tokenizer, min_vocab_size
-from core.tokenizers import measure, read_info, save_named, train_on_corpus
+from core.tokenizer.bpe import SPECIAL_TOKENS, Tokenizer, min_vocab_size
+from core.tokenizer.named import measure, read_info, save_named, train_on_corpus
 from core.workspace import Workspace, check_name
 from tui.format import count, size
 from tui.messages import JobDone, JobFailed, JobProgress

@@ -16,7 +16,7 @@ from textual.widgets import Footer, Header, Input, Label, ProgressBar, RichLog, 
 
 from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory
 from core.errors import SLMError
-from core.monitor import RunHistory
+from core.train.monitor import RunHistory
 from tui.format import clock, count
 from tui.messages import JobProgress, TrainingFinished, TrainingUpdated
 from tui.screens.modals import PickScreen
@@ -175,15 +175,14 @@ class TrainScreen(Screen):
         return True
 
     def action_start(self) -> None:
-        from core.train import Trainer
+        from core.train.objectives import resume_run
+        from core.train.trainer import Trainer
 
         bridge, workspace = self.app.bridge, self.app.workspace
         try:
             if self.resume_name:
                 run = self.resume_name
-                bridge.start_training(
-                    lambda on_event, control: Trainer.resume_run(workspace, run, {}, on_event, control)
-                )
+                bridge.start_training(lambda on_event, control: resume_run(workspace, run, {}, on_event, control))
                 self.notify(f"resuming {run}")
             else:
                 model, train, name = self.read_form()

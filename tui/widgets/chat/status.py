@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from textual.widgets import Static
 
-from core.sampling import SamplingSettings
+from core.chat.sampling import SamplingSettings
 from tui.format import count
 
 

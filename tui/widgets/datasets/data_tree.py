@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from core.data import FileStats
+from core.data.corpus import FileStats
 from tui.format import size
 from tui.widgets.datasets.selection import covers, folder_index, state
 

@@ -9,7 +9,7 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import Static, TextArea
 
-from core.data import FileStats
+from core.data.corpus import FileStats
 from tui.format import count, size
 
 PREVIEW_BYTES = 64 * 1024

@@ -7,7 +7,7 @@ import time
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-from core.monitor import RunHistory, downsample
+from core.train.monitor import RunHistory, downsample
 
 
 class LossPlot(PlotextPlot):

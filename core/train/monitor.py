@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.events import (
+from core.train.events import (
     CheckpointSaved,
     EvalMetrics,
     Notice,

@@ -1,6 +1,6 @@
 """The Trainer: prepares a run (tokenizer, token files, model) and trains it.
 
-It runs in any thread, reports through a callback of events (`core.events`) that it also appends to
+It runs in any thread, reports through a callback of events (`core.train.events`) that it also appends to
 `metrics.jsonl`, and obeys a `Control` (pause, resume, stop) from other threads. Resuming from
 `latest` restores weights, optimizer, RNG and data position, so on the CPU a resumed run is bit for
 bit the run that was never stopped (for runs limited by steps or tokens, not by minutes).
@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from core import atomic
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
 from core.checkpoint import (
     Checkpoint,
     load_checkpoint,
@@ -29,12 +30,18 @@ from core.checkpoint import (
     save_checkpoint,
     weights_for_saving,
 )
-from core.config import ModelConfig, TrainConfig, count_params, from_dict, load_json, to_dict
-from core.data import Corpus, TokenData, TokenFile, encode_corpus
-from core.distributed import Dist, gather_optimizer_state, gather_weights, load_optimizer_state
+from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
+from core.data.corpus import Corpus
+from core.device import amp_dtype, autocast, is_out_of_memory, pick_device
 from core.errors import SLMError
-from core.evaluate import EvalResult, autocast, evaluate_tokens
-from core.events import (
+from core.evaluate import EvalResult, evaluate_tokens
+from core.model import GPT
+from core.optim import lr_factor
+from core.tokenizer.bpe import Tokenizer
+from core.tokenizer.named import train_on_corpus
+from core.train import state
+from core.train.distributed import Dist, gather_weights
+from core.train.events import (
     CheckpointSaved,
     Control,
     EvalMetrics,
@@ -47,104 +54,21 @@ from core.events import (
     StepMetrics,
     event_to_dict,
 )
-from core.generate import Generator, SamplingSettings, pick_device
-from core.model import GPT
-from core.tokenizer import Tokenizer
-from core.tokenizers import train_on_corpus
+from core.train.tokens import Batches, RankSlice, TokenData, encode_corpus
 from core.workspace import Workspace
 
 EventFn = Callable[[Any], None]
 
 
-def lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier: linear warmup, then cosine or warmup-stable-decay to min_lr_ratio."""
-    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    progress = min(max(progress, 0.0), 1.0)
-    if cfg.schedule == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        start = 1.0 - cfg.decay_fraction
-        decay = 1.0 if progress < start else (1.0 - progress) / max(cfg.decay_fraction, 1e-9)
-    return warmup * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * decay)
-
-
-def amp_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype for a precision setting; None means plain fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None  # CPUs without native bf16 run it ~100x slower; MPS is safest in fp32
-    if precision == "fp16" and device.type != "cuda":
-        raise SLMError("fp16 training needs a CUDA GPU: use --precision bf16 or fp32 on this device")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-class Batches:
-    """Random training windows, reproducible: the generator's state is the data position."""
-
-    def __init__(self, tokens: TokenFile, batch_size: int, context: int, seed: int, device: torch.device) -> None:
-        if tokens.tokens < context + 1:
-            raise SLMError(
-                f"the training split has only {tokens.tokens} tokens, fewer than the context ({context}) + 1: "
-                "add text or lower --context"
-            )
-        self.tokens, self.batch_size, self.context, self.device = tokens, batch_size, context, device
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        data = self.tokens.array()  # a fresh memmap each batch keeps memory flat (as nanoGPT does)
-        starts = torch.randint(len(data) - self.context, (self.batch_size,), generator=self.generator).numpy()
-        rows = np.stack([data[s : s + self.context + 1] for s in starts]).astype(np.int64)
-        batch = torch.from_numpy(rows)
-        if self.device.type == "cuda":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        else:
-            batch = batch.to(self.device)
-        return batch[:, :-1], batch[:, 1:]
-
-
-class RankSlice:
-    """This rank's rows of each global batch. Every rank draws the same global batch (one shared data
-    position) and keeps its own slice, so N ranks train on what one process with N times the batch would."""
-
-    def __init__(self, batches: Any, dist: Dist) -> None:
-        self.batches, self.dist = batches, dist
-        self.rows = batches.batch_size
-        batches.batch_size *= dist.world
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.batches, name)
-
-    def next(self) -> tuple[torch.Tensor, ...]:
-        start = self.dist.rank * self.rows
-        return tuple(t[start : start + self.rows] for t in self.batches.next())
-
-
-def _oom_error(train: TrainConfig) -> SLMError:
-    return SLMError(
-        f"out of memory at batch size {train.batch_size}: lower --batch-size (raise --grad-accum to keep the "
-        "tokens per step), lower --context, add --grad-checkpoint, or pick a smaller --preset"
-    )
-
-
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 class Trainer:
     """One training run, new or resumed. Call `run()`; it returns the final `RunEnded` event.
 
-    Subclasses train other objectives on other data (`core.sft`, `core.dpo`) by overriding the data hooks
+    Subclasses train other objectives on other data (`core.train.sft`, `core.train.dpo`) by overriding the data hooks
     (`_prepare_data`, `_batch_loss`, `_evaluate`, `_sample`, `_meta`); the loop, events, checkpoints, pause,
     stop and resume stay these.
     """
 
-    objective = "lm"  # recorded in run.json: `resume_run` picks the trainer class by it
+    objective = "lm"  # recorded in run.json: `core.train.objectives` maps it back to the class
 
     def __init__(
         self,
@@ -173,25 +97,6 @@ class Trainer:
         self.best_val = math.inf
         self.evals_since_best = 0
         self.last_metrics: dict[str, float] = {}
-
-    @classmethod
-    def resume_run(
-        cls,
-        workspace: Workspace,
-        run: str,
-        overrides: dict[str, Any] | None = None,
-        on_event: EventFn | None = None,
-        control: Control | None = None,
-    ) -> Trainer:
-        """A Trainer that continues `run` from its latest checkpoint; `overrides` may change limits etc."""
-        run_dir = workspace.run_dir(run)
-        if not (run_dir / "run.json").exists():
-            raise SLMError(f"no run {run!r} in {workspace.checkpoints_dir} to resume")
-        saved = load_json(run_dir / "run.json")
-        model = from_dict(ModelConfig, saved["model"])
-        train = from_dict(TrainConfig, {**saved["train"], **(overrides or {})})
-        trainer = trainer_class(saved.get("objective", "lm"))
-        return trainer(workspace, run, model, train, on_event, control, resume=True)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -387,23 +292,8 @@ class Trainer:
         self.emit(CheckpointSaved(self.step, kind, str(path)))
 
     def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        tensors: dict[str, torch.Tensor] = {
-            "rng.torch": torch.get_rng_state(),
-            "rng.data": self.batches.generator.get_state(),
-        }
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        optimizers = []
-        for i, opt in enumerate(self.optimizers):
-            state = gather_optimizer_state(self.model, opt) if self.cfg.shard else opt.state_dict()
-            scalars: dict[str, dict[str, Any]] = {}
-            for pid, values in state["state"].items():
-                for key, value in values.items():
-                    if torch.is_tensor(value):
-                        tensors[f"opt{i}.{pid}.{key}"] = value.detach().cpu().contiguous()
-                    else:
-                        scalars.setdefault(str(pid), {})[key] = value
-            optimizers.append({"param_groups": state["param_groups"], "scalars": scalars})
+        tensors = state.rng_tensors(self.batches.generator, self.device)
+        optimizers = state.optimizer_records(self.optimizers, tensors, self.model if self.cfg.shard else None)
         return {
             "step": self.step,
             "tokens_seen": self.tokens_seen,
@@ -417,54 +307,23 @@ class Trainer:
 
     def _restore(self, ckpt: Checkpoint) -> None:
         meta, tensors = ckpt.meta, ckpt.trainer_tensors
-        state = meta.get("trainer") or {}
+        saved = meta.get("trainer") or {}
         self.run_id = meta.get("run_id") or self.run_info.get("id")
         self.lineage = meta.get("lineage", [])
-        self.step = int(state["step"])
-        self.tokens_seen = int(state["tokens_seen"])
-        self.elapsed = float(state["elapsed_s"])
-        self.best_val = state["best_val_loss"] if state.get("best_val_loss") is not None else math.inf
-        self.evals_since_best = int(state.get("evals_since_best", 0))
+        self.step = int(saved["step"])
+        self.tokens_seen = int(saved["tokens_seen"])
+        self.elapsed = float(saved["elapsed_s"])
+        self.best_val = saved["best_val_loss"] if saved.get("best_val_loss") is not None else math.inf
+        self.evals_since_best = int(saved.get("evals_since_best", 0))
         self.last_metrics = dict(meta.get("metrics", {}))
-        if len(state["optimizers"]) != len(self.optimizers):
-            raise SLMError("the checkpoint was trained with another optimizer: resume with the same --optimizer")
-        for i, (opt, saved) in enumerate(zip(self.optimizers, state["optimizers"], strict=True)):
-            per_param: dict[int, dict[str, Any]] = {}
-            for name, tensor in tensors.items():
-                if name.startswith(f"opt{i}."):
-                    _, pid, key = name.split(".", 2)
-                    per_param.setdefault(int(pid), {})[key] = tensor  # load_state_dict places it
-            for pid, values in saved["scalars"].items():
-                per_param.setdefault(int(pid), {}).update(values)
-            state = {"state": per_param, "param_groups": saved["param_groups"]}
-            if self.cfg.shard:
-                load_optimizer_state(self.model, opt, state)
-            else:
-                opt.load_state_dict(state)
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.batches.generator.set_state(tensors["rng.data"])
-        if "rng.cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        if state.get("corpus") and state["corpus"] != self.data.corpus:
+        state.restore_optimizers(self.optimizers, saved["optimizers"], tensors, self.model if self.cfg.shard else None)
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        state.restore_rng(tensors, self.batches.generator, self.device)
+        if saved.get("corpus") and saved["corpus"] != self.data.corpus:
             self.emit(Notice("the data changed since this run was saved: resuming on the new data", "warning"))
         if self.dist.main:
-            self._trim_metrics()
-
-    def _trim_metrics(self) -> None:
-        """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
-        path = self.run_dir / "metrics.jsonl"
-        kept = []
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record.get("step", 0) <= self.step and record.get("event") != "RunEnded":
-                    kept.append(line + "\n")
-        atomic.write_text(path, "".join(kept))
+            state.trim_metrics(self.run_dir / "metrics.jsonl", self.step)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -634,8 +493,11 @@ class Trainer:
         except SLMError:
             raise
         except Exception as e:
-            if _is_oom(e):
-                raise _oom_error(cfg) from None
+            if is_out_of_memory(e):
+                raise SLMError(
+                    f"out of memory at batch size {cfg.batch_size}: lower --batch-size (raise --grad-accum to keep "
+                    "the tokens per step), lower --context, add --grad-checkpoint, or pick a smaller --preset"
+                ) from None
             raise
         return loss_value, grad_norm, lr
 
@@ -682,20 +544,3 @@ class Trainer:
         text = generator.generate([self.tokenizer.eot_id or 0], settings)
         self.model.train()
         self.emit(SampleText(self.step, text))
-
-
-def trainer_class(objective: str) -> type[Trainer]:
-    """The Trainer (sub)class of an objective; the subclasses build on this module, so they load on demand."""
-    if objective == "sft":
-        from core.sft import SFTTrainer
-
-        return SFTTrainer
-    if objective == "dpo":
-        from core.dpo import DPOTrainer
-
-        return DPOTrainer
-    return Trainer
-
-
-def default_run_name(preset_name: str) -> str:
-    return f"{preset_name}-{time.strftime('%Y%m%d-%H%M%S')}"

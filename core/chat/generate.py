@@ -14,28 +14,11 @@ from pathlib import Path
 
 import torch
 
+from core.chat.sampling import SamplingSettings
 from core.checkpoint import Checkpoint, load_checkpoint, load_weights
-from core.errors import SLMError
+from core.device import pick_device
 from core.model import GPT, Decoder, KVCache
-from core.sampling import SamplingSettings
-from core.tokenizer import Tokenizer
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` prefers CUDA, then Apple's MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SLMError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SLMError("device cuda was asked for but this torch has no CUDA GPU available")
-    return device
+from core.tokenizer.bpe import Tokenizer
 
 
 def sample_next(

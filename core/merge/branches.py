@@ -1,7 +1,7 @@
 """Branches: sub-models continued from one base checkpoint, one per file or folder of data/, trained in parallel.
 
 Branch-Train-Merge: every branch starts from the same weights, so the branches stay close enough for
-their weights to merge (`core.merge`). Each branch trains in its own OS process with its own run folder
+their weights to merge (`core.merge.weights`). Each branch trains in its own OS process with its own run folder
 (`run.json`, `metrics.jsonl` the studio can attach to, checkpoints, and `train.log` with what the process
 printed): one that crashes leaves the others running. The CPU threads are split fairly between the
 processes running at once; with several GPUs each process gets one, round robin.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.data import discover
+from core.data.corpus import discover
 from core.errors import SLMError
 from core.workspace import Workspace, check_name
 

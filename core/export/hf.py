@@ -1,4 +1,4 @@
-"""Hugging Face's Llama format: our config, weights and chat template in its terms, both ways.
+"""Hugging Face's Llama format, both ways: `export_hf` writes a transformers folder, `import_hf` reads one.
 
 Our GPT maps one to one onto `LlamaForCausalLM`. Both rotate the halves (i, i + d/2) of each head
 for RoPE, so q and k need no permutation; only the fused matrices differ: `attn.qkv` is q_proj, k_proj
@@ -12,23 +12,19 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.chat import END, has_chat_tokens
-from core.checkpoint import save_as_run
-from core.config import ModelConfig, load_json
+from core import atomic
+from core.chat.sampling import SamplingSettings
+from core.checkpoint import Checkpoint, label, save_as_run
+from core.config import ModelConfig, count_params, load_json
 from core.errors import SLMError
-from core.tokenizer import EOT, Tokenizer
+from core.tokenizer.bpe import EOT, Tokenizer
+from core.tokenizer.chat_template import CHAT_TEMPLATE, END, has_chat_tokens
 from core.workspace import Workspace
 
 if TYPE_CHECKING:
     import torch
 
 State = dict[str, "torch.Tensor"]
-
-# render_chat (core/chat.py) in Jinja: `<|role|>content<|end|>` per message, then `<|assistant|>`.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
 
 _PER_LAYER = {  # ours -> theirs, for the tensors that are not fused
     "attn_norm.weight": "input_layernorm.weight",
@@ -227,3 +223,104 @@ def import_hf(hf_dir: Path, workspace: Workspace, name: str) -> Path:
     state = from_llama_state(_read_weights(hf_dir), config)
     source = {"from": str(hf_dir.resolve()), "format": "hf-llama"}
     return save_as_run(out, config, state, tokenizer, [], {"imported": source})
+
+
+# --- export -------------------------------------------------------------------------------------
+
+HF_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "README.md",
+)
+
+
+def export_hf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
+    """A transformers-loadable LlamaForCausalLM folder, written atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    if out.exists() and not out.is_dir():
+        raise SLMError(f"{out} is a file: the Hugging Face export is a folder")
+    others = sorted(p.name for p in out.iterdir() if p.name not in HF_FILES) if out.is_dir() else []
+    if others:
+        raise SLMError(f"{out} holds other files ({', '.join(others[:3])}): export to a new or empty folder")
+    torch_dtype = torch.float16 if dtype == "f16" else torch.float32
+    config, tokenizer = ckpt.config, ckpt.tokenizer
+    state = {k: v.to(torch_dtype) for k, v in to_llama_state(ckpt.state, config).items()}
+    bos, eos = special_ids(tokenizer)
+    defaults = SamplingSettings()
+    generation = {
+        "bos_token_id": bos,
+        "eos_token_id": eos_field(eos),
+        "do_sample": True,
+        "temperature": defaults.temperature,
+        "top_k": defaults.top_k,
+        "top_p": defaults.top_p,
+    }
+    files = {
+        "config.json": llama_config(config, tokenizer, "float16" if dtype == "f16" else "float32"),
+        "generation_config.json": generation,
+        "tokenizer_config.json": tokenizer_config(tokenizer, config.context),
+    }
+
+    def build(tmp: Path) -> None:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name, value in files.items():
+            (tmp / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+        (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(ckpt, out.name), encoding="utf-8")
+
+    atomic.replace_dir(build, out)
+
+
+def model_card(ckpt: Checkpoint, folder: str) -> str:
+    """README.md for the Hugging Face folder: what was trained on what, how well, and how to load it."""
+    config, meta = ckpt.config, ckpt.meta
+    run_file = ckpt.path.parent / "run.json"
+    run = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else {}
+    metrics = meta.get("metrics", {})
+    data = run.get("train", {}).get("data") or ["all of data/"]
+    rows = [
+        ("parameters", f"{count_params(config):,}"),
+        ("layers, width, heads (kv)", f"{config.n_layer}, {config.n_embd}, {config.n_head} ({config.n_kv_head})"),
+        ("context, vocabulary", f"{config.context}, {config.vocab_size}"),
+        ("steps, tokens seen", f"{meta.get('step', 0):,}, {meta.get('tokens_seen', 0):,}"),
+        ("data", ", ".join(data)),
+    ]
+    if "train_tokens" in run.get("data", {}):
+        rows.append(("training tokens in the data", f"{run['data']['train_tokens']:,}"))
+    for key, what in (("val_loss", "validation loss"), ("val_bpb", "validation bits per byte")):
+        if key in metrics:
+            rows.append((what, f"{metrics[key]:.4f}"))
+    if "imported" in meta:
+        rows.append(("imported from", meta["imported"].get("from", "?")))
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [slm-studio, llama]
+---
+
+# {label(ckpt.path)}
+
+A small Llama-architecture language model trained with SLM Studio (RMSNorm, RoPE, SwiGLU,
+grouped-query attention{", tied embeddings" if config.tie_embeddings else ""}).
+
+| | |
+| --- | --- |
+{table}
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{folder}")
+model = AutoModelForCausalLM.from_pretrained("{folder}")
+ids = tokenizer("The", return_tensors="pt").input_ids
+print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
+```
+"""

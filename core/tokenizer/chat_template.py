@@ -1,7 +1,6 @@
-"""Conversations: the chat template, the completion-mode text, and a transcript in Markdown.
+"""The chat template: how a conversation becomes the token ids a model reads, in chat or completion mode.
 
-A conversation is a list of messages `{"role": "system" | "user" | "assistant", "content": str}` (the
-OpenAI shape, so fine-tuning and serving read the same thing). In chat mode each turn is rendered as
+A conversation (`core.data.conversations.Message`s) in chat mode renders each turn as
 `<|role|>content<|end|>` and the prompt ends with `<|assistant|>`; the model's reply ends at `<|end|>`.
 In completion mode the model simply continues the text of the conversation.
 """
@@ -10,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.data.conversations import ROLES, Message
 from core.errors import SLMError
-from core.tokenizer import CHAT_TOKENS, Tokenizer
+from core.tokenizer.bpe import CHAT_TOKENS, Tokenizer
 
-ROLES = ("system", "user", "assistant")
 END = "<|end|>"
 
-Message = dict[str, str]
+# `render_chat` in Jinja, for transformers and llama.cpp: `<|role|>content<|end|>` per message, then `<|assistant|>`.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
 
 
 def has_chat_tokens(tokenizer: Tokenizer) -> bool:
@@ -65,11 +68,6 @@ def prompt_ids(messages: list[Message], tokenizer: Tokenizer, mode: str = "chat"
     return tokenizer.encode(completion_text(messages))
 
 
-def last_user_message(messages: list[Message]) -> str:
-    """What the next reply answers: the content of the last user message ("" when there is none)."""
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-
-
 def completion_text(messages: list[Message]) -> str:
     """The conversation as one text to continue: replies follow their prompt directly, each new
     user message starts on a new line; system messages are left out."""
@@ -81,11 +79,3 @@ def completion_text(messages: list[Message]) -> str:
             text += "\n"
         text += message["content"]
     return text
-
-
-def transcript_markdown(messages: list[Message], title: str, details: list[str]) -> str:
-    """A readable Markdown transcript: a title, a list of details, then one section per message."""
-    lines = [f"# {title}", "", *(f"- {d}" for d in details), ""]
-    for message in messages:
-        lines += [f"## {message['role'].capitalize()}", "", message["content"].rstrip(), ""]
-    return "\n".join(lines)

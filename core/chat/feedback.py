@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic
-from core.chat import Message, last_user_message
+from core.data.conversations import Message, last_user_message
 from core.errors import SLMError
 from core.workspace import Workspace
 

@@ -164,7 +164,7 @@ def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 
 def torchrun_command(nproc: int, argv: list[str], nnodes: str = "1", rdzv: str | None = None) -> list[str]:
     """The torchrun command that runs `slm ARGV` on `nproc` processes per machine."""
-    cmd = [sys.executable, "-m", "core.torchrun", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    cmd = [sys.executable, "-m", "core.train.torchrun", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
     if rdzv:
         cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv}"]
     else:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic
-from core.data import Corpus, ProgressFn
-from core.tokenizer import Tokenizer, train_tokenizer
+from core.data.corpus import Corpus, ProgressFn
+from core.tokenizer.bpe import Tokenizer, train_tokenizer
 from core.workspace import Workspace, check_name
 
 TRAIN_CHARS = 200 << 20  # a tokenizer learns from at most this much of the training split

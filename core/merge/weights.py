@@ -19,26 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.checkpoint import Checkpoint, load_checkpoint, read_meta, save_as_run
+from core.checkpoint import Checkpoint, label, load_checkpoint, read_meta, save_as_run
 from core.config import ModelConfig, from_dict, to_dict
-from core.data import Corpus, ProgressFn, encode_corpus
+from core.data.corpus import ProgressFn
 from core.errors import SLMError
-from core.tokenizer import Tokenizer
-from core.workspace import Workspace, check_name
+from core.tokenizer.bpe import Tokenizer
+from core.workspace import check_name
 
-if TYPE_CHECKING:  # torch loads when weights are merged or evaluated, not when the studio starts
+if TYPE_CHECKING:  # torch loads when weights are merged, not when the studio starts
     import torch
 
-    from core.evaluate import EvalResult
-
 State = dict[str, "torch.Tensor"]
-EVAL_TOKENS = 16384  # validation tokens scored per checkpoint when comparing a merge with its inputs
 NEAR_PARALLEL = 1e-6  # slerp interpolates tensors whose cosine is this close to ±1 linearly
-
-
-def label(path: Path) -> str:
-    """How a checkpoint is named to the user: RUN/KIND."""
-    return f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def shares(paths: list[Path] | list[str], weights: list[float]) -> str:
@@ -344,34 +336,3 @@ def _lineage(parents: list[Checkpoint]) -> list[dict[str, Any]]:
 def _save_run(out: Path, parents: list[Checkpoint], state: State, record: dict[str, Any]) -> Path:
     first = parents[0]
     return save_as_run(out, first.config, state, first.tokenizer, _lineage(parents), {"merge": record})
-
-
-# --- comparing checkpoints on the validation split -----------------------------------------------
-
-
-def evaluate_checkpoints(
-    workspace: Workspace,
-    paths: list[Path],
-    selection: list[str] | None = None,
-    val_fraction: float = 0.1,
-    split_seed: int = 0,
-    max_tokens: int = EVAL_TOKENS,
-    device: str = "auto",
-    on_progress: ProgressFn | None = None,
-) -> list[EvalResult]:
-    """Val loss and bits per byte of each checkpoint on the first `max_tokens` of the selection's validation split."""
-    import torch
-
-    from core.evaluate import evaluate_tokens
-    from core.generate import Generator
-
-    corpus = Corpus.scan(workspace.data_dir, selection)
-    results = []
-    for i, path in enumerate(paths):
-        gen = Generator.from_checkpoint(Path(path), device)
-        data = encode_corpus(corpus, gen.tokenizer, workspace.cache_dir, val_fraction, split_seed)
-        byte_lengths = torch.tensor(gen.tokenizer.byte_lengths())
-        results.append(evaluate_tokens(gen.model, data.val.array(), byte_lengths, batch_size=8, max_tokens=max_tokens))
-        if on_progress:
-            on_progress("evaluate", i + 1, len(paths))
-    return results

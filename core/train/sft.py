@@ -1,6 +1,6 @@
 """Supervised fine-tuning (SFT) on conversations: the loss is taken only on what the assistant says.
 
-Each conversation is rendered with the chat template (`core.chat.render_chat_masked`) into token ids and a mask
+Each conversation is rendered with the chat template (`core.tokenizer.chat_template.render_chat_masked`) into token ids and a mask
 that is 1 on the assistant's replies and their closing `<|end|>`. Batches are padded, not packed: every row
 holds one conversation from position 0, exactly as the chat pane presents it, so no conversation attends to
 another; rows are padded to one width for the whole run (the longest conversation, at most the context) and
@@ -21,14 +21,15 @@ from typing import Any
 import torch
 
 from core import atomic
-from core.chat import END, Message, has_chat_tokens, last_user_message, prompt_ids, render_chat_masked
-from core.conversations import DialogFormat, read_conversations, resolve_files
+from core.chat.generate import Generator
+from core.chat.sampling import SamplingSettings
+from core.data.conversations import DialogFormat, Message, last_user_message, read_conversations, resolve_files
 from core.errors import SLMError
 from core.evaluate import EvalResult, score_batches
-from core.events import Notice, SampleText
-from core.generate import Generator, SamplingSettings
-from core.tokenizer import Tokenizer
-from core.train import Trainer
+from core.tokenizer.bpe import Tokenizer
+from core.tokenizer.chat_template import END, has_chat_tokens, prompt_ids, render_chat_masked
+from core.train.events import Notice, SampleText
+from core.train.trainer import Trainer
 
 Example = tuple[list[int], list[int]]  # token ids and their loss mask (1: learn to write this token)
 
@@ -84,7 +85,7 @@ class ExampleSplit:
 
 @dataclass
 class ChatData:
-    """Encoded conversations, split; shaped like `core.data.TokenData` for the Trainer."""
+    """Encoded conversations, split; shaped like `core.train.tokens.TokenData` for the Trainer."""
 
     train: ExampleSplit
     val: ExampleSplit

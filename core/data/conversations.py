@@ -1,4 +1,7 @@
-"""Conversation files for supervised fine-tuning: OpenAI-style JSONL and plain dialog text.
+"""Conversations, and the files they are read from for supervised fine-tuning: OpenAI-style JSONL and dialog text.
+
+A conversation is a list of messages `{"role": "system" | "user" | "assistant", "content": str}` (the
+OpenAI shape, so fine-tuning, rating and serving read the same thing).
 
 - `.jsonl`: one conversation per line, `{"messages": [{"role": "user", "content": "..."}, ...]}` with roles
   system, user and assistant. Lines without `messages` (plain `text` documents) are skipped.
@@ -16,10 +19,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.chat import ROLES, Message
 from core.errors import SLMError
 
+ROLES = ("system", "user", "assistant")
 DIALOG_SUFFIXES = (".txt", ".md")
+
+Message = dict[str, str]
+
+
+def last_user_message(messages: list[Message]) -> str:
+    """What the next reply answers: the content of the last user message ("" when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
 @dataclass(frozen=True)

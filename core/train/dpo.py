@@ -1,6 +1,6 @@
 """Direct Preference Optimisation (DPO) from rated answers: make good answers likelier than bad ones.
 
-Preference pairs come from the ratings database (`core.feedback`): for each conversation, every answer rated
+Preference pairs come from the ratings database (`core.chat.feedback`): for each conversation, every answer rated
 good against every answer rated bad. The loss (Rafailov et al., 2023) is
 
     -log sigmoid(beta * ((log p(chosen) - log ref(chosen)) - (log p(rejected) - log ref(rejected))))
@@ -24,16 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from core import atomic
-from core.chat import Message, is_chat_model, prompt_ids, render_chat_masked
+from core.chat.feedback import FeedbackDB, preference_pairs
 from core.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from core.data.conversations import Message
+from core.device import autocast
 from core.errors import SLMError
-from core.evaluate import EvalResult, autocast
-from core.events import Notice, PreferenceMetrics
-from core.feedback import FeedbackDB, preference_pairs
+from core.evaluate import EvalResult
 from core.model import GPT
-from core.sft import Example, pad_rows, row_width, sample_reply, split_items
-from core.tokenizer import Tokenizer
-from core.train import Trainer
+from core.tokenizer.bpe import Tokenizer
+from core.tokenizer.chat_template import is_chat_model, prompt_ids, render_chat_masked
+from core.train.events import Notice, PreferenceMetrics
+from core.train.sft import Example, pad_rows, row_width, sample_reply, split_items
+from core.train.trainer import Trainer
 
 
 def answer_example(conversation: list[Message], mode: str, answer: str, tokenizer: Tokenizer) -> Example:
@@ -81,7 +83,7 @@ class PairSplit:
 
 @dataclass
 class PairData:
-    """Encoded preference pairs, split by conversation; shaped like `core.data.TokenData` for the Trainer."""
+    """Encoded preference pairs, split by conversation; shaped like `core.train.tokens.TokenData` for the Trainer."""
 
     train: PairSplit
     val: PairSplit

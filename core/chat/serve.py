@@ -28,16 +28,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from core.chat import END, ROLES, Message, completion_text, is_chat_model, render_chat
+from core.chat.sampling import SamplingSettings
+from core.data.conversations import ROLES, Message
 from core.errors import SLMError
-from core.sampling import SamplingSettings
+from core.tokenizer.chat_template import END, completion_text, is_chat_model, render_chat
 
 if TYPE_CHECKING:
     import socket
 
     import uvicorn
 
-    from core.generate import Generation, Generator
+    from core.chat.generate import Generation, Generator
 
 FINISH_REASONS = {"eot": "stop", "stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
 

@@ -1,0 +1,1 @@
+"""Other tools' formats: Hugging Face (both ways) and GGUF for llama.cpp."""

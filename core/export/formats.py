@@ -1,0 +1,31 @@
+"""Export a checkpoint for other tools: a Hugging Face Llama folder (`hf`), or a GGUF file for llama.cpp (`gguf`).
+
+The Hugging Face folder loads with `AutoModelForCausalLM` and `AutoTokenizer` (config.json, model.safetensors,
+tokenizer.json, tokenizer_config.json with the chat template, generation_config.json and a README model card).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.checkpoint import load_checkpoint
+from core.errors import SLMError
+from core.export.gguf import export_gguf
+from core.export.hf import export_hf
+
+FORMATS = ("hf", "gguf")
+DTYPES = ("f32", "f16", "q8_0")
+
+
+def export_checkpoint(path: Path, fmt: str, out: Path, dtype: str = "f32") -> Path:
+    """Write the checkpoint at `path` to `out` as `fmt` ("hf": a folder, "gguf": a file); returns `out`."""
+    if fmt not in FORMATS:
+        raise SLMError(f"unknown export format {fmt!r}: use {' or '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise SLMError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
+    if fmt == "hf" and dtype == "q8_0":
+        raise SLMError("q8_0 is a GGUF type: the Hugging Face export takes f32 or f16")
+    ckpt = load_checkpoint(Path(path))
+    out = Path(out).expanduser()
+    (export_hf if fmt == "hf" else export_gguf)(ckpt, out, dtype)
+    return out

@@ -1,0 +1,255 @@
+"""Token files and the batches drawn from them.
+
+`encode_corpus` streams a corpus's split through the tokenizer into flat `uint16`/`uint32` token files under
+`data/.cache/tokens/KEY/` (reused while the files, the tokenizer and the split are unchanged); `Batches` draws
+random training windows from them through `numpy.memmap`, reproducibly: its generator is the data position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from core import atomic
+from core.data.corpus import Corpus, ProgressFn
+from core.errors import Cancelled, SLMError
+from core.tokenizer.bpe import Tokenizer
+from core.train.distributed import Dist
+
+ENCODE_BATCH_CHARS = 4 << 20
+CACHE_VERSION = 1
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+@dataclass
+class TokenFile:
+    """A flat file of token ids; documents are separated by the end-of-text token."""
+
+    path: Path
+    dtype: str
+    tokens: int
+
+    def array(self) -> np.memmap:
+        return np.memmap(self.path, dtype=np.dtype(self.dtype), mode="r", shape=(self.tokens,))
+
+
+@dataclass
+class TokenData:
+    """The encoded train and validation splits of a corpus, as written in the token cache."""
+
+    train: TokenFile
+    val: TokenFile
+    corpus: str  # corpus fingerprint
+    tokenizer: str  # tokenizer hash
+
+    def describe(self) -> dict:
+        return {"train_tokens": self.train.tokens, "val_tokens": self.val.tokens, "corpus": self.corpus}
+
+
+def cache_key(corpus: Corpus, tokenizer: Tokenizer, val_fraction: float, seed: int) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    fields = [CACHE_VERSION, corpus.fingerprint(), corpus.errors, tokenizer.hash, val_fraction, seed]
+    h.update(json.dumps(fields).encode())
+    return h.hexdigest()
+
+
+def encode_corpus(
+    corpus: Corpus,
+    tokenizer: Tokenizer,
+    cache_dir: Path,
+    val_fraction: float,
+    seed: int,
+    on_progress: ProgressFn | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> TokenData:
+    """Encode both splits into token files under `cache_dir`, reusing them when nothing changed."""
+    if tokenizer.eot_id is None:
+        raise SLMError("the tokenizer has no <|endoftext|> token to separate documents")
+    key_dir = Path(cache_dir) / cache_key(corpus, tokenizer, val_fraction, seed)
+    meta_path = key_dir / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        return TokenData(
+            TokenFile(key_dir / "train.bin", meta["dtype"], meta["train_tokens"]),
+            TokenFile(key_dir / "val.bin", meta["dtype"], meta["val_tokens"]),
+            corpus.fingerprint(),
+            tokenizer.hash,
+        )
+    tmp = key_dir.with_name(key_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    dtype = token_dtype(tokenizer.vocab_size)
+    try:
+        counts = _write_tokens(corpus, tokenizer, tmp, dtype, val_fraction, seed, on_progress, cancelled)
+        meta = {"dtype": dtype.name, "train_tokens": counts["train"], "val_tokens": counts["val"]}
+        atomic.write_json(tmp / "meta.json", meta)
+        shutil.rmtree(key_dir, ignore_errors=True)
+        os.rename(tmp, key_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise atomic.disk_error(e, f"token cache {key_dir}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    data = TokenData(
+        TokenFile(key_dir / "train.bin", dtype.name, counts["train"]),
+        TokenFile(key_dir / "val.bin", dtype.name, counts["val"]),
+        corpus.fingerprint(),
+        tokenizer.hash,
+    )
+    if data.train.tokens == 0 or data.val.tokens == 0:
+        raise SLMError(
+            f"the split left {data.train.tokens} training and {data.val.tokens} validation tokens: add text "
+            "or change --val-fraction"
+        )
+    return data
+
+
+def _write_tokens(
+    corpus: Corpus,
+    tokenizer: Tokenizer,
+    out: Path,
+    dtype: np.dtype,
+    val_fraction: float,
+    seed: int,
+    on_progress: ProgressFn | None,
+    cancelled: Callable[[], bool] | None,
+) -> dict[str, int]:
+    with contextlib.ExitStack() as stack:
+        files = {side: stack.enter_context(open(out / f"{side}.bin", "wb")) for side in ("train", "val")}
+        counts = _write_splits(corpus, tokenizer, files, dtype, val_fraction, seed, on_progress, cancelled)
+        for f in files.values():
+            f.flush()
+            os.fsync(f.fileno())
+    if on_progress:
+        on_progress("encode", corpus.total_bytes, corpus.total_bytes)
+    return counts
+
+
+def _write_splits(
+    corpus: Corpus,
+    tokenizer: Tokenizer,
+    files: dict[str, BinaryIO],
+    dtype: np.dtype,
+    val_fraction: float,
+    seed: int,
+    on_progress: ProgressFn | None,
+    cancelled: Callable[[], bool] | None,
+) -> dict[str, int]:
+    eot = tokenizer.eot_id
+    counts = {"train": 0, "val": 0}
+    pending: dict[str, list[str]] = {"train": [], "val": []}
+    pending_chars = {"train": 0, "val": 0}
+    ends: dict[str, list[int]] = {"train": [], "val": []}  # positions in `pending` after which EOT goes
+    open_doc = {"train": False, "val": False}  # whether the current document gave this side any text
+    total, done = corpus.total_bytes, 0
+
+    def flush(side: str) -> None:
+        texts = pending[side]
+        if not texts:
+            return
+        ids: list[int] = []
+        end_marks = set(ends[side])
+        for i, encoded in enumerate(tokenizer.encode_batch(texts)):
+            ids.extend(encoded)
+            if i in end_marks:
+                ids.append(eot)
+        files[side].write(np.asarray(ids, dtype=dtype).tobytes())
+        counts[side] += len(ids)
+        pending[side], pending_chars[side], ends[side] = [], 0, []
+
+    for side, text in corpus.split(val_fraction, seed):
+        if text:
+            for piece in _pieces(text):
+                pending[side].append(piece)
+                pending_chars[side] += len(piece)
+            done += len(text)
+            open_doc[side] = True
+        elif text is None and open_doc[side]:
+            open_doc[side] = False
+            if pending[side]:
+                ends[side].append(len(pending[side]) - 1)
+            else:
+                files[side].write(np.asarray([eot], dtype=dtype).tobytes())
+                counts[side] += 1
+        if pending_chars[side] >= ENCODE_BATCH_CHARS:
+            flush(side)
+            if cancelled is not None and cancelled():
+                raise Cancelled("encoding cancelled")
+            if on_progress:
+                on_progress("encode", min(done, total), total)
+    for side in files:
+        flush(side)
+    return counts
+
+
+def _pieces(text: str, size: int = 4 * 1024) -> Iterator[str]:
+    """Split long text after line breaks into pieces the tokenizer can encode in parallel.
+
+    Small pieces encode faster: 4 KiB pieces ran at 1.6-2x the speed of 64 KiB ones (same tokens).
+    """
+    start = 0
+    while start < len(text):
+        end = start + size
+        if end < len(text):
+            line_end = text.find("\n", end)
+            end = len(text) if line_end < 0 else line_end + 1
+        yield text[start:end]
+        start = end
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+class Batches:
+    """Random training windows, reproducible: the generator's state is the data position."""
+
+    def __init__(self, tokens: TokenFile, batch_size: int, context: int, seed: int, device: torch.device) -> None:
+        if tokens.tokens < context + 1:
+            raise SLMError(
+                f"the training split has only {tokens.tokens} tokens, fewer than the context ({context}) + 1: "
+                "add text or lower --context"
+            )
+        self.tokens, self.batch_size, self.context, self.device = tokens, batch_size, context, device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self.tokens.array()  # a fresh memmap each batch keeps memory flat (as nanoGPT does)
+        starts = torch.randint(len(data) - self.context, (self.batch_size,), generator=self.generator).numpy()
+        rows = np.stack([data[s : s + self.context + 1] for s in starts]).astype(np.int64)
+        batch = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        else:
+            batch = batch.to(self.device)
+        return batch[:, :-1], batch[:, 1:]
+
+
+class RankSlice:
+    """This rank's rows of each global batch. Every rank draws the same global batch (one shared data
+    position) and keeps its own slice, so N ranks train on what one process with N times the batch would."""
+
+    def __init__(self, batches: Any, dist: Dist) -> None:
+        self.batches, self.dist = batches, dist
+        self.rows = batches.batch_size
+        batches.batch_size *= dist.world
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.batches, name)
+
+    def next(self) -> tuple[torch.Tensor, ...]:
+        start = self.dist.rank * self.rows
+        return tuple(t[start : start + self.rows] for t in self.batches.next())
