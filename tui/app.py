@@ -17,40 +17,33 @@ from tui.bridge import Bridge
 from tui.commands import CheckpointCommands, StudioCommands
 from tui.screens.chat import ChatScreen
 from tui.screens.checkpoints import CheckpointsScreen
-from tui.screens.datasets import DatasetsScreen
+from tui.screens.data import DataScreen
 from tui.screens.help import HelpScreen
 from tui.screens.merge import MergeScreen
 from tui.screens.modals import ConfirmScreen, PickScreen
 from tui.screens.tokenizer import TokenizerScreen
 from tui.screens.train import TrainScreen
+from tui.sections import SECTIONS
 
 EXPORT_FORMATS = [
     ("hf", "Hugging Face folder (transformers, Llama architecture)"),
     ("gguf-f16", "GGUF, f16 (llama.cpp)"),
     ("gguf-q8_0", "GGUF, q8_0: smaller (llama.cpp)"),
 ]
-SECTIONS = {
-    "datasets": ("1", "Data"),
-    "tokenizer": ("2", "Tokenizer"),
-    "train": ("3", "Train"),
-    "merge": ("4", "Merge"),
-    "chat": ("5", "Chat"),
-    "checkpoints": ("6", "Checkpoints"),
-}
 
 
 class StudioApp(App):
     TITLE = "SLM Studio"
     CSS_PATH = STYLESHEETS
     MODES = {
-        "datasets": DatasetsScreen,
+        "data": DataScreen,
         "tokenizer": TokenizerScreen,
         "train": TrainScreen,
         "merge": MergeScreen,
         "chat": ChatScreen,
         "checkpoints": CheckpointsScreen,
     }
-    DEFAULT_MODE = "datasets"
+    DEFAULT_MODE = "data"
     BINDINGS = [
         *(
             Binding(key, f"switch_mode('{mode}')", label, id=f"section.{mode}")
@@ -66,7 +59,7 @@ class StudioApp(App):
         self.workspace = workspace or Workspace.resolve()
         self.bridge = Bridge(self, self.workspace)
         self.settings = load_settings()
-        # shared by the sections: what the Datasets section selected, and the Tokenizer section's result
+        # shared by the sections: what the Data section selected, and the Tokenizer section's result
         self.selection: list[str] = []  # files/folders relative to data/; empty means all of data/
         self.val_fraction: float = 0.1
         self.tokenizer_path: Path | None = None  # None: each run trains its own tokenizer

@@ -9,6 +9,7 @@ from functools import partial
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from core.checkpoint import list_checkpoints
+from tui.sections import SECTIONS
 
 Entry = tuple[str, Callable[[], object], str]
 
@@ -35,8 +36,6 @@ class StudioCommands(_ListProvider):
     """Every section, the main actions, and every theme."""
 
     async def entries(self) -> list[Entry]:
-        from tui.app import SECTIONS
-
         app = self.app
         items: list[Entry] = [
             (f"Go to {label}", partial(app.switch_mode, mode), f"section {key}")

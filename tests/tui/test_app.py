@@ -6,8 +6,9 @@ import random
 
 from core.workspace import load_settings
 from tests.tui.helpers import wait_until
-from tui.app import SECTIONS, StudioApp
+from tui.app import StudioApp
 from tui.screens.help import HelpScreen
+from tui.sections import SECTIONS
 
 
 async def test_number_keys_open_every_section(workspace) -> None:

@@ -17,7 +17,7 @@ from core.chat.sampling import SamplingSettings
 from core.config import ModelConfig, TrainConfig
 from core.workspace import Workspace
 from tests.conftest import TINY_MODEL, TINY_TRAIN, make_text
-from tests.core.test_sft import write_conversations
+from tests.core.train.test_sft import write_conversations
 from tests.tui.helpers import wait_until
 from tui.app import StudioApp
 from tui.screens.chat import SLASH_COMMANDS, ChatScreen

@@ -9,7 +9,7 @@ import pytest
 
 from core.tokenizer.bpe import Tokenizer
 from core.train.trainer import Trainer
-from tests.core.test_merge import write_checkpoint
+from tests.core.merge.test_weights import write_checkpoint
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp
 from tui.widgets.merge.comparison import ComparisonTable

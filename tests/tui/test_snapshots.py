@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from textual.widgets import Input
 
-from tui.app import SECTIONS, StudioApp
+from tui.app import StudioApp
+from tui.sections import SECTIONS
 
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 VIEWS = [*SECTIONS, "help"]

@@ -161,8 +161,7 @@ class ChatScreen(Screen):
         self.mode = "chat" if is_chat_model(generator.tokenizer, self.model_meta()) else "completion"
         how = "turns in the chat template" if self.mode == "chat" else "the model continues your text"
         self.note(
-            f"Chatting with **{label(bridge.model_path)}** in {self.mode} mode ({how}). "
-            "`/help` lists the commands."
+            f"Chatting with **{label(bridge.model_path)}** in {self.mode} mode ({how}). `/help` lists the commands."
         )
         self.used = len(self.prompt_ids(generator.tokenizer)) if self.messages else 0
         self.refresh_status()
@@ -182,7 +181,9 @@ class ChatScreen(Screen):
             status.update("no model loaded: /model NAME, or F2 to pick one")
         else:
             config = generator.config
-            status.show(label(bridge.model_path), count_params(config), self.mode, self.settings, self.used, config.context)
+            status.show(
+                label(bridge.model_path), count_params(config), self.mode, self.settings, self.used, config.context
+            )
 
     def on_job_progress(self, message: JobProgress) -> None:
         if message.job == "load-model":

@@ -8,6 +8,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from tui.sections import SECTIONS
+
 
 def _keys(binding: Binding) -> str:
     return " / ".join(f"`{k.strip()}`" for k in binding.key.split(","))
@@ -19,7 +21,6 @@ def _cell(text: str) -> str:
 
 
 def help_markdown(app) -> str:
-    from tui.app import SECTIONS
     from tui.screens.chat import SLASH_COMMANDS
 
     lines = ["# SLM Studio: keys", "", "| key | does |", "| --- | --- |"]

@@ -13,7 +13,7 @@ from core.chat.generate import Generator
 from core.chat.sampling import SamplingSettings
 from core.chat.serve import ServeLimits, ServerThread, create_app
 from core.tokenizer.chat_template import render_chat
-from tests.core.test_export import make_checkpoint
+from tests.core.export.test_export import make_checkpoint
 
 openai = pytest.importorskip("openai")
 

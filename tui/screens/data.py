@@ -20,9 +20,9 @@ from core.data.corpus import FileStats, discover, file_stats
 from core.errors import SLMError
 from tui.format import count, size
 from tui.messages import JobDone, JobFailed, JobProgress
-from tui.widgets.datasets.data_tree import DataTree
-from tui.widgets.datasets.preview import FilePreview, counted, read_head
-from tui.widgets.datasets.selection import chosen, toggle
+from tui.widgets.data.data_tree import DataTree
+from tui.widgets.data.preview import FilePreview, counted, read_head
+from tui.widgets.data.selection import chosen, toggle
 
 PROGRESS_INTERVAL = 0.1  # seconds between progress messages while files are scanned
 StatsKey = tuple[str, int, int]  # (path, mtime in ns, size): a file's stats are reused while these hold
@@ -64,14 +64,14 @@ def valid_fraction(text: str) -> bool:
         return False
 
 
-class DatasetsScreen(Screen):
+class DataScreen(Screen):
     AUTO_FOCUS = "#data-tree"
     BINDINGS = [
-        Binding("space", "toggle", "Choose", id="datasets.toggle"),
-        Binding("a", "use_all", "Use all", id="datasets.use_all"),
-        Binding("v", "edit_fraction", "Val fraction", id="datasets.val_fraction"),
-        Binding("s", "add_sample", "Add sample corpus", id="datasets.add_sample"),
-        Binding("g,ctrl+r", "rescan", "Refresh", id="datasets.rescan"),
+        Binding("space", "toggle", "Choose", id="data.toggle"),
+        Binding("a", "use_all", "Use all", id="data.use_all"),
+        Binding("v", "edit_fraction", "Val fraction", id="data.val_fraction"),
+        Binding("s", "add_sample", "Add sample corpus", id="data.add_sample"),
+        Binding("g,ctrl+r", "rescan", "Refresh", id="data.rescan"),
         Binding("escape", "leave_input", "Leave input", show=False),
     ]
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from core.chat.session import transcript_markdown
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,13 +68,6 @@ def test_completion_text_continues_replies_and_starts_user_turns_on_new_lines() 
         {"role": "user", "content": "The end"},
     ]
     assert completion_text(messages) == "The cat sees the moon.\nA dog runs.\nThe end"
-
-
-def test_transcript_has_a_section_per_message() -> None:
-    text = transcript_markdown(
-        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello\n"}], "Chat", ["model: m"]
-    )
-    assert text == "# Chat\n\n- model: m\n\n## User\n\nhi\n\n## Assistant\n\nhello\n"
 
 
 def spans(ids: list[int], mask: list[int]) -> list[list[int]]:

@@ -11,7 +11,7 @@ from textual.widgets.tree import TreeNode
 
 from core.data.corpus import FileStats
 from tui.format import size
-from tui.widgets.datasets.selection import covers, folder_index, state
+from tui.widgets.data.selection import covers, folder_index, state
 
 MARKS = {"all": "✓ ", "yes": "✓ ", "some": "◦ ", "no": "  "}
 

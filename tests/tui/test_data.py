@@ -10,7 +10,7 @@ from textual.widgets import Input, Static, TextArea
 from core.workspace import Workspace
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp
-from tui.widgets.datasets.data_tree import DataTree
+from tui.widgets.data.data_tree import DataTree
 
 
 async def settled(pilot) -> None:

@@ -15,7 +15,7 @@ import pytest
 from core.chat.feedback import FeedbackDB, Rating, preference_pairs
 from core.errors import SLMError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def rating(question: str, answer: str, value: int, **kw) -> Rating:

@@ -104,7 +104,7 @@ def last_error(err: str) -> str:
 def test_merge_refuses_incompatible_checkpoints_and_forces_unrelated_ones(workspace, tokenizer_file, capsys) -> None:
     from core.tokenizer.bpe import Tokenizer, train_tokenizer
     from tests.conftest import make_text
-    from tests.core.test_merge import write_checkpoint
+    from tests.core.merge.test_weights import write_checkpoint
 
     tok, root = Tokenizer.load(tokenizer_file), workspace.checkpoints_dir
     write_checkpoint(root / "a" / "final", "run-a", tok)
@@ -160,8 +160,8 @@ def test_pipeline_reports_a_failed_branch_then_resumes(workspace, tokenizer_file
 
 @pytest.mark.usefixtures("one_thread")
 def test_chat_model_journey(workspace, tokenizer_file, capsys) -> None:
-    from tests.core.test_dpo import rate_pairs
-    from tests.core.test_sft import write_conversations
+    from tests.core.train.test_dpo import rate_pairs
+    from tests.core.train.test_sft import write_conversations
 
     ws = workspace.root
     code, _, err = run_slm(

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import json
 import math
 
@@ -11,9 +10,7 @@ from safetensors.torch import load_file
 
 from core import checkpoint as checkpoint_module
 from core.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
-from core.config import TrainConfig
 from core.errors import SLMError
-from core.optim import lr_factor
 from core.train.events import Control, EvalMetrics, RunEnded, StepMetrics, event_from_dict
 from core.train.objectives import resume_run
 from core.train.trainer import Trainer
@@ -210,16 +207,6 @@ def test_token_and_time_limits(workspace, tiny_configs) -> None:
     model, train = tiny_configs(max_steps=100_000, max_minutes=0.02, eval_interval=100_000)
     end = Trainer(workspace, "minutes", model, train).run()
     assert end.reason == "finished" and end.step < 100_000
-
-
-@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
-def test_lr_schedule_warms_up_and_decays(schedule) -> None:
-    cfg = TrainConfig(warmup_steps=10, schedule=schedule, min_lr_ratio=0.1, max_steps=100)
-    assert lr_factor(0, 0.0, cfg) == pytest.approx(0.1)
-    assert lr_factor(20, 0.2, cfg) == pytest.approx(1.0, abs=0.1)
-    assert lr_factor(99, 1.0, cfg) == pytest.approx(0.1)
-    values = [lr_factor(s, s / 100, cfg) for s in range(10, 100)]
-    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(values))
 
 
 def test_bf16_autocast_trains_on_cpu(workspace, tiny_configs) -> None:
