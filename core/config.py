@@ -1,9 +1,14 @@
-"""Configuration dataclasses (model and training), the presets, and their JSON form."""
+"""Configuration dataclasses (model and training), the presets, and their JSON form.
+
+Each field a user can set from the command line says so with `option(default, help)`: the `slm` flags and
+their help texts are derived from these declarations (`tui/cli/flags.py`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -13,23 +18,42 @@ from core.errors import SLMError, check
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Schedule = Literal["cosine", "wsd"]
 Optimizer = Literal["adamw", "muon"]
+DecodeErrors = Literal["skip", "replace"]
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    repeat: bool = False,
+) -> Any:
+    """A config field that is also an `slm` flag (`max_steps` is `--max-steps`), with the flag's help text.
+
+    A list field takes several values (`--data a b`), or one per use with `repeat` (`--stop A --stop B`); a
+    field that defaults to True is the flag `--no-FIELD`, and its help says what that flag does. Fields
+    declared without `option` have no flag of their own."""
+    metadata = {"help": help, "repeat": repeat}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class ModelConfig:
     """The shape of a GPT: everything needed to rebuild its weights."""
 
-    vocab_size: int = 2048
-    context: int = 256
-    n_layer: int = 4
-    n_head: int = 4
-    n_kv_head: int = 4
-    n_embd: int = 128
-    mlp_hidden: int = 0  # 0: the SwiGLU default, about 8/3 of n_embd rounded up to a multiple of 32
-    rope_theta: float = 10000.0
+    vocab_size: int = option(2048, "tokenizer and embedding vocabulary size")
+    context: int = option(256, "context length in tokens")
+    n_layer: int = option(4, "transformer blocks")
+    n_head: int = option(4, "attention heads")
+    n_kv_head: int = option(4, "key/value heads (grouped-query attention; = n-head for plain multi-head)")
+    n_embd: int = option(128, "model width")
+    mlp_hidden: int = option(0, "SwiGLU hidden width (0: about 8/3 of n-embd, rounded up to a multiple of 32)")
+    rope_theta: float = option(10000.0, "RoPE base")
     norm_eps: float = 1e-5
-    tie_embeddings: bool = True
-    dropout: float = 0.0
+    tie_embeddings: bool = option(True, "separate input and output embeddings")
+    dropout: float = option(0.0, "dropout probability")
 
     def __post_init__(self) -> None:
         if self.mlp_hidden == 0:
@@ -58,46 +82,48 @@ class TrainConfig:
     """How to train: data, tokenizer, optimisation, limits, evaluation and checkpoints."""
 
     # data and tokenizer
-    data: list[str] = field(default_factory=list)  # files/folders under data/; empty means all of data/
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    decode_errors: Literal["skip", "replace"] = "skip"
+    data: list[str] = option(factory=list, help="files or folders under data/ (default: all of data/)")
+    val_fraction: float = option(0.1, "fraction of the text held out for validation")
+    split_seed: int = option(0, "seed of the train/validation split")
+    decode_errors: DecodeErrors = option("skip", "files that are not UTF-8: skip them, or replace bad bytes")
     tokenizer: str | None = None  # a tokenizer.json path or a workspace tokenizer name; None trains one
-    min_frequency: int = 2
+    min_frequency: int = option(2, "BPE: minimum pair frequency for a merge")
     init_from: str | None = None  # a checkpoint to start from (fine-tuning)
     # optimisation
-    batch_size: int = 32
-    grad_accum: int = 1
-    optimizer: Optimizer = "adamw"
-    lr: float = 3e-3
-    muon_lr: float = 0.02
-    min_lr_ratio: float = 0.0
-    warmup_steps: int = 50
-    schedule: Schedule = "wsd"
-    decay_fraction: float = 0.4  # wsd: the final fraction of the run spent decaying the learning rate
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
+    batch_size: int = option(32, "sequences per micro-batch")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    optimizer: Optimizer = option("adamw", "optimizer")
+    lr: float = option(3e-3, "peak learning rate (AdamW)")
+    muon_lr: float = option(0.02, "peak learning rate of Muon's hidden matrices (with --optimizer muon)")
+    min_lr_ratio: float = option(0.0, "final learning rate as a fraction of the peak")
+    warmup_steps: int = option(50, "linear warmup steps")
+    schedule: Schedule = option("wsd", "learning-rate schedule")
+    decay_fraction: float = option(0.4, "wsd: final fraction of the run spent decaying")
+    weight_decay: float = option(0.1, "AdamW weight decay (matrices only)")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.95, "AdamW beta2")
+    grad_clip: float = option(1.0, "gradient norm clipping (0: off)")
     # limits: the run ends at whichever comes first (steps is always set)
-    max_steps: int = 2000
-    max_tokens: int | None = None
-    max_minutes: float | None = None
+    max_steps: int = option(2000, "stop after this many optimizer steps")
+    max_tokens: int | None = option(None, "stop after this many training tokens")
+    max_minutes: float | None = option(
+        None, "stop after this many minutes of training (the schedule follows the clock)"
+    )
     # evaluation, samples, checkpoints
-    eval_interval: int = 100
-    eval_tokens: int = 65536
-    sample_interval: int = 500
-    sample_tokens: int = 64
-    checkpoint_interval: int = 500
-    patience: int | None = None  # early stop after this many evaluations without a better val loss
+    eval_interval: int = option(100, "evaluate every N steps")
+    eval_tokens: int = option(65536, "validation tokens per evaluation")
+    sample_interval: int = option(500, "print a generated sample every N steps")
+    sample_tokens: int = option(64, "length of those samples")
+    checkpoint_interval: int = option(500, "save `latest` every N steps")
+    patience: int | None = option(None, "stop early after N evaluations without a better val loss")
     # machine
-    device: str = "auto"
-    precision: Precision = "auto"
-    compile: bool = False
-    grad_checkpoint: bool = False
-    shard: bool = False  # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
-    threads: int | None = None
-    seed: int = 1337
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps")
+    precision: Precision = option("auto", "auto: bf16 on CUDA, fp32 on CPU")
+    compile: bool = option(False, "torch.compile the model")
+    grad_checkpoint: bool = option(False, "recompute activations to save memory")
+    shard: bool = option(False, "under torchrun: shard the model across processes (FSDP2) instead of DDP")
+    threads: int | None = option(None, "CPU threads for torch")
+    seed: int = option(1337, "random seed")
 
     def __post_init__(self) -> None:
         checks = [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from core.config import option
 from core.errors import check
 
 
@@ -11,13 +12,13 @@ from core.errors import check
 class SamplingSettings:
     """How to pick each next token. temperature 0 is greedy; top_k 0 and top_p 1 switch those off."""
 
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    max_tokens: int = 200
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+    temperature: float = option(0.8, "0 = greedy")
+    top_k: int = option(50, "sample from the k likeliest tokens; 0 = off")
+    top_p: float = option(1.0, "nucleus sampling; 1 = off")
+    repetition_penalty: float = option(1.0, "> 1 discourages repeats")
+    max_tokens: int = option(200, "new tokens at most")
+    stop: list[str] = option(factory=list, help="stop when this text appears (repeatable)", repeat=True)
+    seed: int | None = option(None, "sampling seed (default: random)")
 
     def __post_init__(self) -> None:
         checks = [

@@ -6,14 +6,14 @@ their weights to merge (`core.merge.weights`). Each branch trains in its own OS 
 printed): one that crashes leaves the others running. The CPU threads are split fairly between the
 processes running at once; with several GPUs each process gets one, round robin.
 
-What a process runs is the caller's business (`Job.argv`): the engine only plans, starts, watches and reports.
+What a process runs is the caller's business (`Job.argv`; `core.merge.pipeline.branch_job` builds the
+`slm train` one): this module only plans, starts, watches and reports.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -27,7 +27,6 @@ from core.errors import SLMError
 from core.workspace import Workspace, check_name
 
 Per = Literal["file", "folder"]
-StageState = Literal["done", "resume", "new"]
 LOG = "train.log"
 
 
@@ -56,23 +55,6 @@ def plan_branches(
             f"{'use --per file, or ' if per == 'folder' else ''}put each domain in its own {per} under {root}"
         )
     return [Branch(check_name(f"{prefix}-{re.sub(r'[^A-Za-z0-9._-]', '_', u.replace('/', '-'))}"), u) for u in units]
-
-
-def stage_state(run_dir: Path) -> StageState:
-    """done: the run finished (it has `final`); resume: it can continue from `latest`; new: nothing to keep."""
-    if (run_dir / "run.json").exists() and (run_dir / "final" / "checkpoint.json").exists():
-        return "done"
-    if (run_dir / "latest" / "checkpoint.json").exists():
-        return "resume"
-    return "new"
-
-
-def discard_unstarted(run_dir: Path) -> None:
-    """Remove a run folder that holds nothing to resume from (a run that died before its first `latest`)."""
-    if stage_state(run_dir) != "new":
-        raise SLMError(f"{run_dir} holds a checkpoint to resume from: it is not discarded")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
 
 
 # --- running processes in parallel ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.checkpoint import Checkpoint, label, load_checkpoint, read_meta, save_as_run
-from core.config import ModelConfig, from_dict, to_dict
+from core.config import ModelConfig, from_dict, option, to_dict
 from core.data.corpus import ProgressFn
 from core.errors import SLMError
 from core.tokenizer.bpe import Tokenizer
@@ -101,8 +101,8 @@ def normalised(weights: list[float], count: int) -> list[float]:
 class MergeOptions:
     """Settings some methods read: TIES's density, task arithmetic's and TIES's scale."""
 
-    density: float = 0.2
-    scale: float = 1.0
+    density: float = option(0.2, "ties: share of each change from the base kept")
+    scale: float = option(1.0, "task-arithmetic and ties: multiplies the merged change")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.density <= 1.0:

@@ -116,6 +116,15 @@ def _full_state_options() -> Any:
     return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
+def shard_model(model: torch.nn.Module) -> None:
+    """Shard every block, then the rest, across the ranks (FSDP2); optimizers built after hold shards too."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model, reshard_after_forward=True)  # else evaluation leaves the root's weights whole
+
+
 def gather_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole state dict on rank 0 (empty elsewhere); every rank must call it."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict

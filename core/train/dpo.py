@@ -120,6 +120,7 @@ class DPOTrainer(Trainer):
     """Preference-tune a checkpoint (`init_from`, also the frozen reference) on the workspace's rated pairs."""
 
     objective = "dpo"
+    distributed = False  # preference pairs are few: one process trains them
     chat = False  # set from the starting checkpoint: preference tuning keeps a chat model a chat model
 
     def __init__(self, *args: Any, beta: float = 0.1, **kwargs: Any) -> None:

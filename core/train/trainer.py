@@ -40,7 +40,7 @@ from core.optim import lr_factor
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.named import train_on_corpus
 from core.train import state
-from core.train.distributed import Dist, gather_weights
+from core.train.distributed import Dist, gather_weights, shard_model
 from core.train.events import (
     CheckpointSaved,
     Control,
@@ -69,6 +69,7 @@ class Trainer:
     """
 
     objective = "lm"  # recorded in run.json: `core.train.objectives` maps it back to the class
+    distributed = True  # whether it can train under torchrun
 
     def __init__(
         self,
@@ -166,7 +167,7 @@ class Trainer:
         if self.dist.main:
             self._prepare_data()
         self.dist.barrier()
-        if self.dist.active and self.objective not in ("lm", "sft"):
+        if self.dist.active and not self.distributed:
             raise SLMError(f"{self.objective} training runs in a single process: start it without torchrun")
         tokenizer = self.dist.share(self.tokenizer.to_json() if self.dist.main else None)
         if not self.dist.main:
@@ -183,11 +184,7 @@ class Trainer:
             return
         if self.cfg.optimizer != "adamw":
             raise SLMError("--shard trains with --optimizer adamw")
-        from torch.distributed.fsdp import fully_shard
-
-        for block in self.model.blocks:
-            fully_shard(block)
-        fully_shard(self.model, reshard_after_forward=True)  # else evaluation leaves the root's weights whole
+        shard_model(self.model)
 
     def _prepare_data(self) -> None:
         """Set `self.data` (its `train.tokens`, `val.tokens`, `corpus` fingerprint, `describe()`) and

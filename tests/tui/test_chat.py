@@ -14,13 +14,14 @@ from textual.widgets import Markdown
 from core.chat.feedback import FeedbackDB
 from core.chat.generate import Generator
 from core.chat.sampling import SamplingSettings
+from core.chat.session import SLASH_COMMANDS
 from core.config import ModelConfig, TrainConfig
 from core.workspace import Workspace
 from tests.conftest import TINY_MODEL, TINY_TRAIN, make_text
 from tests.core.train.test_sft import write_conversations
 from tests.tui.helpers import wait_until
 from tui.app import StudioApp
-from tui.screens.chat import SLASH_COMMANDS, ChatScreen
+from tui.screens.chat import ChatScreen
 from tui.screens.modals import PickScreen
 from tui.widgets.chat.log import ChatLog, Reply
 from tui.widgets.chat.prompt import PromptInput
@@ -106,7 +107,7 @@ async def test_reply_streams_into_the_pane_and_shows_its_stats(chat_ws) -> None:
         assert reply.query_one("Markdown").source == reply.text  # the pane holds the whole reply
         stats = str(reply.query_one(".reply-stats").render())
         assert "tokens" in stats and "tok/s" in stats
-        assert screen.messages == [
+        assert screen.session.messages == [
             {"role": "user", "content": "The cat sees"},
             {"role": "assistant", "content": reply.text},
         ]
@@ -138,12 +139,12 @@ async def test_sampling_commands_change_the_settings_and_refuse_bad_values(chat_
             ("/max 12", "max_tokens", 12, "max 12"),
         ]:
             await write(pilot, command)
-            assert getattr(screen.settings, field) == value
+            assert getattr(screen.session.settings, field) == value
             assert shown in status(screen)
         for command, message in [("/temp -1", "temperature must be >= 0"), ("/topk x", "a whole number")]:
             await write(pilot, command)
             assert message in notes(screen)[-1]
-            assert screen.settings == SamplingSettings(temperature=0.3, top_k=7, top_p=0.9, max_tokens=12)
+            assert screen.session.settings == SamplingSettings(temperature=0.3, top_k=7, top_p=0.9, max_tokens=12)
         assert len(screen.query(".note.error")) == 2
 
 
@@ -167,7 +168,7 @@ async def test_reset_clears_the_conversation(chat_ws) -> None:
         await write(pilot, "/max 5")
         await send(pilot, screen, "The cat")
         await write(pilot, "/reset")
-        assert screen.messages == []
+        assert screen.session.messages == []
         assert not screen.query(Reply) and not screen.query(".user")
         assert "ctx 0/" in status(screen)
 
@@ -183,8 +184,8 @@ async def test_retry_replaces_the_last_reply(chat_ws) -> None:
         second = await send(pilot, screen, "/retry")
         assert second is not first and not first.is_attached
         assert len(screen.query(Reply)) == 1 and len(screen.query(".user")) == 1
-        assert [m["role"] for m in screen.messages] == ["user", "assistant"]
-        assert screen.messages[1]["content"] == second.text
+        assert [m["role"] for m in screen.session.messages] == ["user", "assistant"]
+        assert screen.session.messages[1]["content"] == second.text
 
 
 async def test_save_writes_the_transcript(chat_ws) -> None:
@@ -223,7 +224,7 @@ async def test_models_opens_a_picker_that_switches_and_keeps_the_chat(chat_ws) -
         await pilot.press(*["down"] * target, "enter")
         await wait_until(pilot, lambda: app.bridge.model_path == chat_ws.checkpoints_dir / "other" / "best")
         await wait_until(pilot, lambda: "other/best" in status(screen))
-        assert app.screen is screen and len(screen.messages) == 2
+        assert app.screen is screen and len(screen.session.messages) == 2
         assert app.settings["last_model"].endswith("best")
 
 
@@ -252,7 +253,7 @@ async def test_escape_stops_a_long_generation_and_stays(chat_ws) -> None:
         await wait_until(pilot, lambda: not screen.generating)
         reply = screen.query(Reply).last()
         assert "stopped" in str(reply.query_one(".reply-stats").render())
-        assert app.screen is screen and screen.messages[-1]["content"] == reply.text
+        assert app.screen is screen and screen.session.messages[-1]["content"] == reply.text
 
 
 async def test_quitting_while_a_reply_streams_stops_the_generation(chat_ws) -> None:
@@ -328,16 +329,16 @@ async def test_chat_model_uses_the_template_and_the_system_prompt(chat_ws) -> No
     app = StudioApp(chat_ws)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_chat(app, pilot)
-        assert screen.mode == "chat" and "· chat ·" in status(screen)
+        assert screen.session.mode == "chat" and "· chat ·" in status(screen)
         await write(pilot, "/system Hi")
         assert "ignored" not in notes(screen)[-1]
         await write(pilot, "/max 5")
         reply = await send(pilot, screen, "A")
         tok = app.bridge.generator.tokenizer
         expected = f"<|system|>Hi<|end|><|user|>A<|end|><|assistant|>{reply.text}<|end|><|assistant|>"
-        assert tok.decode(screen.prompt_ids(tok)) == expected
+        assert tok.decode(screen.session.prompt_ids(tok)) == expected
         await write(pilot, "/mode completion")
-        assert screen.mode == "completion" and "· completion ·" in status(screen)
+        assert screen.session.mode == "completion" and "· completion ·" in status(screen)
         await write(pilot, "/system Yo")
         assert "ignored in completion mode" in notes(screen)[-1]
 
@@ -350,7 +351,7 @@ async def test_no_checkpoint_shows_how_to_get_one(workspace) -> None:
         assert "no model loaded" in status(screen)
         await write(pilot, "hello")
         assert screen.query_one(PromptInput).value == "hello"  # refused: kept for when a model is loaded
-        assert not screen.query(".user") and not screen.messages
+        assert not screen.query(".user") and not screen.session.messages
         await pilot.press("ctrl+u")  # clear the line
         await write(pilot, "/retry")
         assert "no model loaded" in notes(screen)[-1]
@@ -389,7 +390,7 @@ async def test_an_sft_checkpoint_chats_in_chat_mode_and_its_replies_are_rated(wo
     app = StudioApp(workspace)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_chat(app, pilot)
-        assert screen.mode == "chat" and "chat/best" in status(screen) and "· chat ·" in status(screen)
+        assert screen.session.mode == "chat" and "chat/best" in status(screen) and "· chat ·" in status(screen)
         await write(pilot, "/rate +")
         assert "no reply to rate yet" in notes(screen)[-1]
         await write(pilot, "/max 6")
@@ -412,6 +413,6 @@ async def test_an_sft_checkpoint_chats_in_chat_mode_and_its_replies_are_rated(wo
         await wait_until(pilot, lambda: len(db.ratings()) == 3)
         earlier, new = db.ratings()[1:]
         assert (earlier.answer, earlier.rating, new.rating) == (reply.text, 1, -1)
-        assert screen.messages[-1]["content"] == reply.text == screen.query(Reply).last().text
+        assert screen.session.messages[-1]["content"] == reply.text == screen.query(Reply).last().text
         await write(pilot, "/pick 2")
         assert "/retry a reply first" in notes(screen)[-1]

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from tui.cli.flags import collect
+from tui.cli.parser import SAMPLING_FLAGS
 from tui.format import clip, size
 
 
@@ -17,15 +19,7 @@ def cmd_generate(args: argparse.Namespace, ws) -> None:
 
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
-    settings = SamplingSettings(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        max_tokens=args.max_tokens,
-        stop=args.stop,
-        seed=args.seed,
-    )
+    settings = SamplingSettings(**collect(args, SAMPLING_FLAGS))
     print(f"[{path}]", file=sys.stderr)
     if args.interactive:
         while True:

@@ -1,62 +1,27 @@
-"""The `slm` argument parser: the flag tables shared with the engine's configs, and one parser per command."""
+"""The `slm` argument parser: one parser per command, its engine flags derived from the configs (`tui.cli.flags`)."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-CONTINUE_LR = 0.3  # slm pipeline: the peak learning rate of branches and fine-tuning, as a fraction of --lr
+from core.chat.sampling import SamplingSettings
+from core.config import DPO_TRAIN, PRESETS, SFT_TRAIN, ModelConfig, TrainConfig
+from core.merge.pipeline import CONTINUE_LR
+from core.merge.weights import MergeOptions
+from tui.cli.flags import add_flags, config_flags
 
+# --- flags derived from the engine's configs ------------------------------------------------------
 
-# --- flag tables: (flag, type, help); the engine field is the flag with '-' as '_' --------------------
-
-MODEL_FLAGS: list[tuple[str, Any, str]] = [
-    ("vocab-size", int, "tokenizer and embedding vocabulary size"),
-    ("context", int, "context length in tokens"),
-    ("n-layer", int, "transformer blocks"),
-    ("n-head", int, "attention heads"),
-    ("n-kv-head", int, "key/value heads (grouped-query attention; = n-head for plain multi-head)"),
-    ("n-embd", int, "model width"),
-    ("mlp-hidden", int, "SwiGLU hidden width (0: about 8/3 of n-embd)"),
-    ("dropout", float, "dropout probability"),
-    ("rope-theta", float, "RoPE base"),
-]
-
-TRAIN_FLAGS: list[tuple[str, Any, str]] = [
-    ("batch-size", int, "sequences per micro-batch"),
-    ("grad-accum", int, "micro-batches per optimizer step"),
-    ("lr", float, "peak learning rate (AdamW)"),
-    ("muon-lr", float, "peak learning rate of Muon's hidden matrices (with --optimizer muon)"),
-    ("min-lr-ratio", float, "final learning rate as a fraction of the peak"),
-    ("warmup-steps", int, "linear warmup steps"),
-    ("decay-fraction", float, "wsd: final fraction of the run spent decaying"),
-    ("weight-decay", float, "AdamW weight decay (matrices only)"),
-    ("beta1", float, "AdamW beta1"),
-    ("beta2", float, "AdamW beta2"),
-    ("grad-clip", float, "gradient norm clipping (0: off)"),
-    ("max-steps", int, "stop after this many optimizer steps"),
-    ("max-tokens", int, "stop after this many training tokens"),
-    ("max-minutes", float, "stop after this many minutes of training (the schedule follows the clock)"),
-    ("eval-interval", int, "evaluate every N steps"),
-    ("eval-tokens", int, "validation tokens per evaluation"),
-    ("sample-interval", int, "print a generated sample every N steps"),
-    ("sample-tokens", int, "length of those samples"),
-    ("checkpoint-interval", int, "save `latest` every N steps"),
-    ("patience", int, "stop early after N evaluations without a better val loss"),
-    ("val-fraction", float, "fraction of the text held out for validation"),
-    ("split-seed", int, "seed of the train/validation split"),
-    ("min-frequency", int, "BPE: minimum pair frequency for a merge"),
-    ("threads", int, "CPU threads for torch"),
-    ("seed", int, "random seed"),
-]
-
-
-def field(flag: str) -> str:
-    return flag.replace("-", "_")
-
-
-def collect(args: argparse.Namespace, flags: list[tuple[str, Any, str]]) -> dict[str, Any]:
-    return {field(f): getattr(args, field(f)) for f, _, _ in flags if getattr(args, field(f)) is not None}
+MODEL_FLAGS = config_flags(ModelConfig)
+ALL_TRAIN_FLAGS = config_flags(TrainConfig)  # those a command does not offer are None in its arguments
+TRAIN_FLAGS = [f for f in config_flags(TrainConfig) if f.kind in (int, float)]  # the numbers of a run
+RECIPE_FLAGS = config_flags(TrainConfig, ["optimizer", "schedule", "device", "precision"])
+SWITCH_FLAGS = config_flags(TrainConfig, ["compile", "grad_checkpoint"])
+SAMPLING_FLAGS = config_flags(SamplingSettings)
+RESUME_FLAGS = TRAIN_FLAGS + config_flags(TrainConfig, ["device", "precision", "compile", "shard"])  # may change
+# fields a preset or a tuning command sets: their flags show no default, since the preset's applies
+FROM_PRESETS = {key for p in PRESETS.values() for key in [*p.model, *p.train]} | {*SFT_TRAIN, *DPO_TRAIN}
+SHOWN = {f.field for f in ALL_TRAIN_FLAGS} - FROM_PRESETS
 
 
 # --- the parser -------------------------------------------------------------------------------------
@@ -75,14 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="list the corpus files in data/ with their stats")
     p.add_argument("--add-sample", action="store_true", help="write the bundled sample corpus to data/sample/")
-    p.add_argument(
-        "--decode-errors", choices=["skip", "replace"], default="skip", help="what to do with files that are not UTF-8"
-    )
+    add_flags(p, config_flags(TrainConfig, ["decode_errors"]), defaults=True)
 
     p = sub.add_parser("tokenize", help="train a byte-level BPE tokenizer on the corpus")
     p.add_argument("--name", required=True, help="saved as checkpoints/tokenizers/NAME/tokenizer.json")
-    p.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size (default 2048)")
-    p.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency for a merge (default 2)")
+    add_flags(
+        p, config_flags(ModelConfig, ["vocab_size"]) + config_flags(TrainConfig, ["min_frequency"]), defaults=True
+    )
     _data_flags(p)
 
     p = sub.add_parser("train", help="train a model (new, fine-tuned with --from, or resumed with --resume)")
@@ -91,20 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
     p.add_argument("--from", dest="init_from", metavar="CKPT", help="start from these weights (fine-tuning)")
     p.add_argument("--tokenizer", help="a tokenizer name or tokenizer.json path (default: train one)")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--grad-checkpoint", action="store_true", default=None, help="recompute activations to save memory")
-    p.add_argument("--no-tie-embeddings", action="store_true", help="separate input and output embeddings")
+    add_flags(p, SWITCH_FLAGS)
     p.add_argument("--log-interval", type=int, default=10, help="print a step line every N steps (default 10)")
-    for flag, kind, text in MODEL_FLAGS + TRAIN_FLAGS:
-        p.add_argument(f"--{flag}", type=kind, help=text)
+    add_flags(p, MODEL_FLAGS)
+    add_flags(p, TRAIN_FLAGS, shown=SHOWN)
     _data_flags(p, val=False)
     multi = p.add_argument_group("several processes (torchrun)")
     multi.add_argument("--nproc", type=int, help="launch torchrun with N processes on this machine (one per GPU)")
     multi.add_argument("--nnodes", default="1", help="machines in the job, for torchrun (default 1)")
     multi.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="rendezvous of a multi-machine job, for torchrun")
-    multi.add_argument(
-        "--shard", action="store_true", default=None, help="shard the model across processes (FSDP2) instead of DDP"
-    )
+    add_flags(multi, config_flags(TrainConfig, ["shard"]))
 
     p = sub.add_parser("generate", help="generate text from a checkpoint")
     p.add_argument("checkpoint", nargs="?", help="RUN, RUN/best|final|latest or a folder (default: the newest run)")
@@ -151,15 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _recipe_flags(p: argparse.ArgumentParser) -> None:
     """Preset, optimizer, schedule, device and precision: the flags a branch process is handed on."""
-    p.add_argument(
-        "--preset", default="toy", help="model and training defaults: toy, small, base, gpt2, large, 1b (default toy)"
-    )
-    p.add_argument("--optimizer", choices=["adamw", "muon"], help="optimizer (default adamw)")
-    p.add_argument("--schedule", choices=["cosine", "wsd"], help="learning-rate schedule (default wsd)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto: bf16 on CUDA, fp32 on CPU"
-    )
+    p.add_argument("--preset", default="toy", help=f"model and training defaults: {', '.join(PRESETS)} (default toy)")
+    add_flags(p, RECIPE_FLAGS, shown=SHOWN)
 
 
 def _merge_parsers(sub: argparse._SubParsersAction) -> None:
@@ -189,10 +142,8 @@ def _merge_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{stage}-minutes", type=float, help=f"minutes of {what} (default --max-minutes)")
     for stage, what in (("branch", "each branch"), ("tune", "the fine-tuning")):
         p.add_argument(f"--{stage}-lr", type=float, help=f"peak learning rate of {what} (default {CONTINUE_LR} × --lr)")
-    p.add_argument("--no-tie-embeddings", action="store_true", help="the base: separate input and output embeddings")
     p.add_argument("--log-interval", type=int, default=10, help="print a step line every N steps (default 10)")
-    for flag, kind, text in MODEL_FLAGS:
-        p.add_argument(f"--{flag}", type=kind, help=f"the base: {text}")
+    add_flags(p, MODEL_FLAGS, prefix="the base: ")
     _merge_flags(p)
     _branch_flags(p)
 
@@ -202,8 +153,7 @@ def _merge_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights", nargs="+", type=float, help="one per checkpoint (default equal); slerp: t is the second's share"
     )
-    p.add_argument("--density", type=float, help="ties: share of each change from the base kept (default 0.2)")
-    p.add_argument("--scale", type=float, help="task-arithmetic and ties: multiplies the merged change (default 1)")
+    add_flags(p, config_flags(MergeOptions), shown={"density", "scale"})
 
 
 def _branch_flags(p: argparse.ArgumentParser) -> None:
@@ -215,12 +165,7 @@ def _branch_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--parallel", type=int, help="branches trained at once (default: all, at most one per CPU thread)")
     _recipe_flags(p)
-    for flag, kind, text in TRAIN_FLAGS:
-        p.add_argument(
-            f"--{flag}",
-            type=kind,
-            help="in all: CPU threads, split between the branches" if flag == "threads" else text,
-        )
+    add_flags(p, TRAIN_FLAGS, shown=SHOWN, help_for={"threads": "in all: CPU threads, split between the branches"})
     _data_flags(p, val=False)
 
 
@@ -248,34 +193,16 @@ def _tune_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="init_from", metavar="CKPT", help="the checkpoint to tune (default: the newest run)")
     p.add_argument("--name", help="run name (default: COMMAND-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
-    p.add_argument("--optimizer", choices=["adamw", "muon"], help="optimizer (default adamw)")
-    p.add_argument("--schedule", choices=["cosine", "wsd"], help="learning-rate schedule (default wsd)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    p.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto: bf16 on CUDA, fp32 on CPU"
-    )
+    add_flags(p, RECIPE_FLAGS, shown=SHOWN)
     p.add_argument("--log-interval", type=int, default=10, help="print a step line every N steps (default 10)")
-    for flag, kind, text in TRAIN_FLAGS:
-        p.add_argument(f"--{flag}", type=kind, help=text)
+    add_flags(p, TRAIN_FLAGS, shown=SHOWN)
 
 
 def _data_flags(p: argparse.ArgumentParser, val: bool = True) -> None:
-    p.add_argument("--data", nargs="+", metavar="PATH", help="files or folders under data/ (default: all of data/)")
-    p.add_argument(
-        "--decode-errors",
-        choices=["skip", "replace"],
-        help="files that are not UTF-8: skip them (default) or replace bad bytes",
-    )
+    add_flags(p, config_flags(TrainConfig, ["data", "decode_errors"]), shown=SHOWN)
     if val:
-        p.add_argument("--val-fraction", type=float, default=0.1, help="fraction held out for validation (default 0.1)")
-        p.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split")
+        add_flags(p, config_flags(TrainConfig, ["val_fraction", "split_seed"]), defaults=True)
 
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    p.add_argument("--top-k", type=int, default=50, help="sample from the k likeliest tokens; 0 = off (default 50)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling; 1 = off (default 1)")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (default 1)")
-    p.add_argument("--max-tokens", type=int, default=200, help="new tokens at most (default 200)")
-    p.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
-    p.add_argument("--seed", type=int, help="sampling seed (default: random)")
+    add_flags(p, SAMPLING_FLAGS, defaults=True)

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tui.cli.parser import MODEL_FLAGS, TRAIN_FLAGS, collect
+from tui.cli.flags import collect
+from tui.cli.parser import ALL_TRAIN_FLAGS, MODEL_FLAGS, RECIPE_FLAGS, RESUME_FLAGS, TRAIN_FLAGS
 from tui.format import clock, count
 
 
@@ -20,25 +21,8 @@ def train_configs(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
     chosen = preset(args.preset)
     model = {**chosen.model, **collect(args, MODEL_FLAGS)}
-    if args.no_tie_embeddings:
-        model["tie_embeddings"] = False
-    train = {**chosen.train, **collect(args, TRAIN_FLAGS)}
-    for key in (
-        "optimizer",
-        "schedule",
-        "device",
-        "precision",
-        "compile",
-        "grad_checkpoint",
-        "shard",
-        "tokenizer",
-        "init_from",
-        "decode_errors",
-    ):
-        if getattr(args, key, None) is not None:
-            train[key] = getattr(args, key)
-    if args.data:
-        train["data"] = args.data
+    train = {**chosen.train, **collect(args, ALL_TRAIN_FLAGS)}
+    train |= {key: getattr(args, key) for key in ("tokenizer", "init_from") if getattr(args, key, None) is not None}
     return ModelConfig(**model), TrainConfig(**train), args.name or default_run_name(args.preset)
 
 
@@ -117,11 +101,7 @@ def run_train(args: argparse.Namespace, ws):
 
 def resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """What a resumed run may change: limits, schedule and the machine."""
-    overrides = collect(args, TRAIN_FLAGS)
-    for key in ("device", "precision", "compile", "shard"):
-        if getattr(args, key, None) is not None:
-            overrides[key] = getattr(args, key)
-    return overrides
+    return collect(args, RESUME_FLAGS)
 
 
 def run_trainer(make: Callable[[Any, Any], Any], log_interval: int):
@@ -286,8 +266,8 @@ def _tune(args: argparse.Namespace, ws, trainer_class, defaults: dict, prefix: s
             args.log_interval,
         )
     parent = resolve_checkpoint(ws, args.init_from)
-    chosen = {k: getattr(args, k) for k in ("optimizer", "schedule", "device", "precision") if getattr(args, k)}
-    train = TrainConfig(**{**defaults, **collect(args, TRAIN_FLAGS), **chosen, "init_from": str(parent), "data": data})
+    chosen = {**collect(args, TRAIN_FLAGS), **collect(args, RECIPE_FLAGS), "init_from": str(parent), "data": data}
+    train = TrainConfig(**{**defaults, **chosen})
     model = ModelConfig(**read_meta(parent)["model"])
     name = args.name or default_run_name(prefix)
     return run_trainer(

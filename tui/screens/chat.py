@@ -2,14 +2,13 @@
 
 Completion mode sends the conversation as plain text for the model to continue; chat mode wraps each turn in
 the chat template (core.tokenizer.chat_template) and is the default for checkpoints fine-tuned on conversations.
+The conversation and its rules live in `core.chat.session.ChatSession`; this screen holds the widgets, the keys
+and the calls into the bridge.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import asdict, replace
-from functools import partialmethod
 from pathlib import Path
 
 from textual import on
@@ -19,65 +18,27 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
 from core import atomic
-from core.chat.feedback import FILE_NAME, FeedbackDB, Rating
-from core.chat.sampling import SamplingSettings
-from core.chat.session import transcript_markdown
+from core.chat.feedback import FeedbackDB
+from core.chat.session import (
+    NO_MODEL,
+    SAMPLING,
+    SLASH_COMMANDS,
+    ChatSession,
+    command_error,
+    pair_recorded,
+    parse_command,
+    rating_value,
+    reply_stats,
+)
 from core.checkpoint import label, list_checkpoints, resolve_checkpoint
 from core.config import count_params
-from core.data.conversations import Message
 from core.errors import SLMError
-from core.tokenizer.bpe import Tokenizer
-from core.tokenizer.chat_template import END, has_chat_tokens, is_chat_model, prompt_ids
 from tui.format import clip, count
 from tui.messages import GenerationDone, GenerationText, JobDone, JobFailed, JobProgress, ModelLoaded
 from tui.screens.modals import PickScreen
 from tui.widgets.chat.log import ChatLog, Reply
 from tui.widgets.chat.prompt import PromptInput
 from tui.widgets.chat.status import ChatStatus
-
-SLASH_COMMANDS: list[tuple[str, str]] = [
-    ("/temp X", "sampling temperature (0 is greedy)"),
-    ("/topk N", "sample among the N most likely tokens (0: all)"),
-    ("/topp X", "sample among the most likely tokens that together reach probability X (1: all)"),
-    ("/max N", "the most tokens a reply may have"),
-    ("/system TEXT", "the system prompt for chat mode (empty: none)"),
-    ("/mode chat|completion", "turns in the chat template, or plain text for the model to continue"),
-    ("/model NAME", "chat with another checkpoint: RUN, RUN/best|final|latest or a folder"),
-    ("/models", "pick a checkpoint from a list (also F2)"),
-    ("/params", "the sampling settings and the model's figures"),
-    ("/retry", "generate the last reply again; then /pick says which of the two is better"),
-    ("/rate +|-", "rate the last reply good or bad (also + and - outside the prompt); slm dpo learns from ratings"),
-    ("/pick 1|2", "after /retry: the earlier reply (1) or the new one (2) is the better; keeps that one"),
-    ("/reset", "start a new conversation (keeps the system prompt)"),
-    ("/save [FILE]", "write the conversation as Markdown (default checkpoints/chats/DATE-TIME.md)"),
-    ("/help", "list these commands"),
-    ("/quit", "leave the studio"),
-]
-COMMANDS = {usage.split()[0][1:]: usage for usage, _ in SLASH_COMMANDS}  # "temp" -> "/temp X"
-NO_MODEL = "no model loaded: pick a checkpoint with /model NAME or F2"
-FINISH = {
-    "length": "max tokens reached",
-    "eot": "end of text",
-    "stop": "end of reply",
-    "cancelled": "stopped",
-    "context": "context full",
-}
-
-
-def sampling_text(s: SamplingSettings) -> str:
-    return (
-        f"temperature {s.temperature:g} · top-k {s.top_k} · top-p {s.top_p:g} · max tokens {s.max_tokens} · "
-        f"repetition penalty {s.repetition_penalty:g}"
-    )
-
-
-def generation_stats(done: GenerationDone) -> str:
-    """One line under a reply: tokens, speed, why it ended, and whether the prompt was cut."""
-    parts = [f"{done.new_tokens} tokens", f"{count(done.new_tokens / max(done.seconds, 1e-9))} tok/s"]
-    parts.append(FINISH.get(done.finish_reason, done.finish_reason))
-    if done.truncated:
-        parts.append(f"prompt cut: the oldest {done.truncated} tokens did not fit the context")
-    return " · ".join(parts)
 
 
 class ChatScreen(Screen):
@@ -91,16 +52,9 @@ class ChatScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = SamplingSettings()
-        self.messages: list[Message] = []
-        self.system = ""
-        self.mode = "completion"
+        self.session = ChatSession()
         self.request: int | None = None  # the generation streaming now
         self.reply: Reply | None = None  # where it streams to
-        self.used = 0  # context tokens used by the conversation
-        self.replies = 0  # replies finished so far: names the reply a rating belongs to
-        self.rating: tuple[int, int] | None = None  # (reply number, rating id) of the last reply's rating
-        self.earlier: Rating | None = None  # the reply /retry replaced (model and settings included), for /pick
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -157,13 +111,7 @@ class ChatScreen(Screen):
 
     def model_changed(self) -> None:
         bridge = self.app.bridge
-        generator = bridge.generator
-        self.mode = "chat" if is_chat_model(generator.tokenizer, self.model_meta()) else "completion"
-        how = "turns in the chat template" if self.mode == "chat" else "the model continues your text"
-        self.note(
-            f"Chatting with **{label(bridge.model_path)}** in {self.mode} mode ({how}). `/help` lists the commands."
-        )
-        self.used = len(self.prompt_ids(generator.tokenizer)) if self.messages else 0
+        self.note(self.session.model_changed(bridge.model_path, bridge.generator.tokenizer, self.model_meta()))
         self.refresh_status()
 
     def model_meta(self) -> dict:
@@ -173,7 +121,7 @@ class ChatScreen(Screen):
         return checkpoint.meta if checkpoint is not None else {}
 
     def refresh_status(self) -> None:
-        status, bridge = self.query_one(ChatStatus), self.app.bridge
+        status, bridge, session = self.query_one(ChatStatus), self.app.bridge, self.session
         generator = bridge.generator
         if bridge.loading is not None:
             status.update(f"loading {label(bridge.loading)}…")
@@ -181,9 +129,8 @@ class ChatScreen(Screen):
             status.update("no model loaded: /model NAME, or F2 to pick one")
         else:
             config = generator.config
-            status.show(
-                label(bridge.model_path), count_params(config), self.mode, self.settings, self.used, config.context
-            )
+            params = count_params(config)
+            status.show(label(bridge.model_path), params, session.mode, session.settings, session.used, config.context)
 
     def on_job_progress(self, message: JobProgress) -> None:
         if message.job == "load-model":
@@ -250,8 +197,7 @@ class ChatScreen(Screen):
         return None
 
     def send(self, text: str) -> None:
-        self.earlier = None
-        self.messages.append({"role": "user", "content": text})
+        self.session.add_user(text)
         self.query_one(ChatLog).add_user(text)
         self.generate()
 
@@ -259,22 +205,11 @@ class ChatScreen(Screen):
         if self.app.bridge.generator is None:
             raise SLMError(NO_MODEL)
 
-    def conversation(self) -> list[Message]:
-        """The messages the model reads: in chat mode the system prompt comes first."""
-        system = [{"role": "system", "content": self.system}] if self.system and self.mode == "chat" else []
-        return system + self.messages
-
-    def prompt_ids(self, tokenizer: Tokenizer) -> list[int]:
-        """The conversation as the model will read it."""
-        return prompt_ids(self.conversation(), tokenizer, self.mode)
-
     def generate(self) -> None:
         """Stream a reply to the conversation."""
         bridge = self.app.bridge
         generator = bridge.generator
-        ids = self.prompt_ids(generator.tokenizer)
-        settings = replace(self.settings, stop=[*self.settings.stop, END]) if self.mode == "chat" else self.settings
-        self.used = min(len(ids), generator.config.context - 1)
+        ids, settings = self.session.start_reply(generator.tokenizer, generator.config.context)
         self.reply = self.query_one(ChatLog).add_reply()
         self.request = bridge.generate(ids, settings)
         self.refresh_status()
@@ -286,34 +221,29 @@ class ChatScreen(Screen):
 
     async def on_generation_done(self, message: GenerationDone) -> None:
         if message.request == self.request and self.reply is not None:
-            await self.finish_reply(generation_stats(message), message.new_tokens)
+            speed = count(message.new_tokens / max(message.seconds, 1e-9))
+            stats = reply_stats(message.new_tokens, speed, message.finish_reason, message.truncated)
+            await self.finish_reply(stats, message.new_tokens)
 
     async def finish_reply(self, stats: str, new_tokens: int) -> None:
         """The reply joins the conversation (whatever streamed of it) and shows its stats."""
         reply, self.reply, self.request = self.reply, None, None
-        self.messages.append({"role": "assistant", "content": reply.text})
-        self.replies += 1
-        self.used += new_tokens
+        self.session.finish_reply(reply.text, new_tokens)
         self.refresh_status()
         self.refresh_bindings()
         await reply.finish(stats)
-        if self.earlier is not None:
+        if (earlier := self.session.earlier) is not None:
             self.note(
-                f"Which reply is better? `/pick 1` the earlier one (“{clip(self.earlier.answer, 80)}”), "
-                "`/pick 2` this one."
+                f"Which reply is better? `/pick 1` the earlier one (“{clip(earlier.answer, 80)}”), `/pick 2` this one."
             )
 
     def on_job_done(self, message: JobDone) -> None:
         if message.job == "save-chat":
             self.note(f"saved the conversation to `{message.result}`")
         elif message.job == "rate":
-            reply, rating_id, value = message.result
-            self.rating = (reply, rating_id)
-            self.note(f"rated the last reply {'good' if value > 0 else 'bad'} (#{rating_id} in `{FILE_NAME}`)")
+            self.note(self.session.rated(*message.result))
         elif message.job == "rate-pair":
-            self.note(
-                f"recorded which reply is better (#{message.result[0]} and #{message.result[1]} in `{FILE_NAME}`)"
-            )
+            self.note(pair_recorded(message.result))
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -323,7 +253,7 @@ class ChatScreen(Screen):
         if action == "leave_prompt":
             return isinstance(self.focused, PromptInput)
         if action == "rate":
-            return self.last_reply() is not None
+            return self.session.last_reply() is not None
         return True
 
     def action_stop(self) -> None:
@@ -338,83 +268,29 @@ class ChatScreen(Screen):
         except SLMError as e:
             self.note(str(e), error=True)
 
-    # -- ratings -------------------------------------------------------------------------------
-
-    def last_reply(self) -> str | None:
-        """The last reply, when there is one and nothing is streaming."""
-        if self.generating or not self.messages or self.messages[-1]["role"] != "assistant":
-            return None
-        return self.messages[-1]["content"]
-
-    def rating_of(self, answer: str, value: int) -> Rating:
-        """A rating of `answer` as the reply to the conversation before the last reply, by the model and
-        settings of now."""
-        model = self.app.bridge.model_path
-        return Rating(
-            self.conversation()[:-1],
-            answer,
-            value,
-            model=label(model) if model else "",
-            sampling=asdict(self.settings),
-            mode=self.mode,
-        )
-
     def rate(self, value: int) -> None:
         """Store a rating of the last reply (a second one changes it), in a worker."""
-        answer = self.last_reply()
-        if answer is None:
-            raise SLMError("no reply to rate yet")
-        db, reply, rating = FeedbackDB.for_workspace(self.app.workspace), self.replies, self.rating
-        new = self.rating_of(answer, value)
-
-        def store() -> tuple[int, int, int]:
-            if rating is not None and rating[0] == reply:
-                db.set_rating(rating[1], value)
-                return reply, rating[1], value
-            return reply, db.add(new)[0], value
-
-        self.app.bridge.run_job("rate", store)
+        self.app.bridge.run_job("rate", self.session.rate(value, FeedbackDB.for_workspace(self.app.workspace)))
 
     # -- slash commands ------------------------------------------------------------------------
 
     async def run_command(self, line: str) -> None:
-        name, _, arg = line[1:].partition(" ")
-        name = name.lower()
-        if name not in COMMANDS:
-            raise SLMError(f"unknown command /{name}: /help lists the commands")
+        name, arg = parse_command(line)
         try:
-            await getattr(self, f"command_{name}")(arg.strip())
+            if name in SAMPLING:
+                self.note(self.session.set_sampling(name, arg))
+                self.refresh_status()
+            else:
+                await getattr(self, f"command_{name}")(arg)
         except SLMError as e:
-            raise SLMError(f"{COMMANDS[name]}: {e}") from None
-
-    async def _set_sampling(self, field: str, kind: type, arg: str) -> None:
-        try:
-            value = kind(arg)
-        except ValueError:
-            raise SLMError(f"expected {'a whole number' if kind is int else 'a number'}, not {arg!r}") from None
-        self.settings = replace(self.settings, **{field: value})
-        self.note(f"{field.replace('_', ' ')} is now {value}")
-        self.refresh_status()
-
-    command_temp = partialmethod(_set_sampling, "temperature", float)
-    command_topk = partialmethod(_set_sampling, "top_k", int)
-    command_topp = partialmethod(_set_sampling, "top_p", float)
-    command_max = partialmethod(_set_sampling, "max_tokens", int)
+            raise command_error(name, e) from None
 
     async def command_system(self, arg: str) -> None:
-        self.system = arg
-        ignored = " (ignored in completion mode: `/mode chat` uses it)" if self.mode == "completion" else ""
-        self.note(f"system prompt set{ignored}" if arg else "system prompt cleared")
+        self.note(self.session.set_system(arg))
 
     async def command_mode(self, arg: str) -> None:
-        if arg not in ("chat", "completion"):
-            raise SLMError("say /mode chat or /mode completion")
         generator = self.app.bridge.generator
-        if arg == "chat" and generator is not None and not has_chat_tokens(generator.tokenizer):
-            raise SLMError("this model's tokenizer has no chat tokens: only completion mode works")
-        self.mode = arg
-        untrained = arg == "chat" and generator is not None and not self.model_meta().get("chat")
-        self.note(f"{arg} mode" + (" (this model was not fine-tuned on conversations)" if untrained else ""))
+        self.note(self.session.set_mode(arg, generator.tokenizer if generator else None, self.model_meta()))
         self.refresh_status()
 
     async def command_model(self, arg: str) -> None:
@@ -426,17 +302,14 @@ class ChatScreen(Screen):
         await self.action_models()
 
     async def command_params(self, arg: str) -> None:
-        lines = [
-            f"- **sampling** {sampling_text(self.settings)}",
-            f"- **mode** {self.mode} · system prompt: {self.system or '(none)'}",
-        ]
+        lines = self.session.params_lines()
         generator = self.app.bridge.generator
         if generator is not None:
             config, meta = generator.config, self.model_meta()
             val = meta.get("metrics", {}).get("val_loss")
             lines.append(
-                f"- **model** {label(self.app.bridge.model_path)} · {count(count_params(config))} "
-                f"parameters · context {config.context} tokens ({min(self.used, config.context)} used) · vocabulary "
+                f"- **model** {label(self.app.bridge.model_path)} · {count(count_params(config))} parameters · "
+                f"context {config.context} tokens ({min(self.session.used, config.context)} used) · vocabulary "
                 f"{generator.tokenizer.vocab_size} · step {meta.get('step', 0)}"
                 + (f" · val loss {val:.3f}" if val is not None else "")
                 + f" · on {generator.device}"
@@ -445,63 +318,32 @@ class ChatScreen(Screen):
 
     async def command_retry(self, arg: str) -> None:
         self.require_model()
-        if not self.messages:
-            raise SLMError("nothing to retry yet")
-        if self.messages[-1]["role"] == "assistant":
-            self.earlier = self.rating_of(self.messages.pop()["content"], 1)
+        if self.session.retry():
             await self.query(Reply).last().remove()
         self.generate()
 
     async def command_rate(self, arg: str) -> None:
-        values = {"+": 1, "good": 1, "-": -1, "bad": -1}
-        if arg not in values:
-            raise SLMError("say /rate + (good) or /rate - (bad)")
-        self.rate(values[arg])
+        self.rate(rating_value(arg))
 
     async def command_pick(self, arg: str) -> None:
-        if arg not in ("1", "2"):
-            raise SLMError("say /pick 1 (the earlier reply) or /pick 2 (the new one)")
-        new = self.last_reply()
-        if self.earlier is None or new is None:
-            raise SLMError("nothing to pick from: /retry a reply first")
-        earlier, self.earlier = self.earlier, None
-        first = 1 if arg == "1" else -1
-        ratings = [replace(earlier, rating=first), self.rating_of(new, -first)]
-        db = FeedbackDB.for_workspace(self.app.workspace)
-        self.app.bridge.run_job("rate-pair", lambda: db.add(*ratings))
+        self.app.bridge.run_job("rate-pair", self.session.pick(arg, FeedbackDB.for_workspace(self.app.workspace)))
         if arg == "1":
-            self.messages[-1]["content"] = earlier.answer
-            await self.query(Reply).last().show(earlier.answer)
+            await self.query(Reply).last().show(self.session.messages[-1]["content"])
 
     async def command_reset(self, arg: str) -> None:
-        self.earlier = None
-        self.messages.clear()
-        self.used = 0
+        text = self.session.reset()
         await self.query_one(ChatLog).clear()
-        self.note("new conversation" + (" (the system prompt is kept)" if self.system else ""))
+        self.note(text)
         self.refresh_status()
 
     async def command_save(self, arg: str) -> None:
-        if not self.messages:
-            raise SLMError("nothing to save yet")
-        path = Path(arg or f"checkpoints/chats/{time.strftime('%Y%m%d-%H%M%S')}.md").expanduser()
-        path = path if path.is_absolute() else self.app.workspace.root / path  # relative to the workspace
-        text = transcript_markdown(self.messages, "SLM Studio chat", self.transcript_details())
+        path, text = self.session.save(arg, self.app.workspace.root)
 
         def write() -> str:
             atomic.write_text(path, text)
             return str(path)
 
         self.app.bridge.run_job("save-chat", write)
-
-    def transcript_details(self) -> list[str]:
-        model = self.app.bridge.model_path
-        return [
-            f"model: {label(model) if model else 'none'} ({self.mode} mode)",
-            f"sampling: {sampling_text(self.settings)}",
-            f"system prompt: {self.system or '(none)'}",
-            f"saved: {time.strftime('%Y-%m-%d %H:%M')}",
-        ]
 
     async def command_help(self, arg: str) -> None:
         self.note("\n".join(f"- `{usage}` {does}" for usage, does in SLASH_COMMANDS))

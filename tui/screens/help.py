@@ -8,6 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
 
+from core.chat.session import SLASH_COMMANDS
 from tui.sections import SECTIONS
 
 
@@ -21,8 +22,6 @@ def _cell(text: str) -> str:
 
 
 def help_markdown(app) -> str:
-    from tui.screens.chat import SLASH_COMMANDS
-
     lines = ["# SLM Studio: keys", "", "| key | does |", "| --- | --- |"]
     for binding in app.BINDINGS:
         lines.append(f"| {_keys(binding)} | {binding.description} |")

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Header, Input, Label, ProgressBar, RichLog, 
 from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory
 from core.errors import SLMError
 from core.train.monitor import RunHistory
+from core.workspace import default_run_name
 from tui.format import clock, count
 from tui.messages import JobProgress, TrainingFinished, TrainingUpdated
 from tui.screens.modals import PickScreen
@@ -42,7 +43,7 @@ FIELDS: list[tuple[str, str, str]] = [
 # time is taken from training's, on a small machine.
 PLOT_INTERVAL = 2.0
 PLOT_BUDGET = 0.01
-TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+CONFIG_FIELDS = {"model": {f.name: f for f in fields(ModelConfig)}, "train": {f.name: f for f in fields(TrainConfig)}}
 
 
 class TrainScreen(Screen):
@@ -73,10 +74,11 @@ class TrainScreen(Screen):
                 yield Label("run name")
                 yield Input(placeholder="preset-date-time", compact=True, id="name")
                 with Vertical(id="fields"):
-                    for name, label, _ in FIELDS:
+                    for name, label, kind in FIELDS:
+                        tip = CONFIG_FIELDS[kind][name].metadata.get("help")  # the help of the flag --NAME
                         with Horizontal(classes="field"):
                             yield Label(label, classes="field-label")
-                            yield Input(compact=True, id=f"f-{name}", classes="field-input")
+                            yield Input(compact=True, id=f"f-{name}", classes="field-input", tooltip=tip)
                 yield Label("optimizer")
                 yield Select(
                     (("adamw", "adamw"), ("muon", "muon")),
@@ -128,12 +130,13 @@ class TrainScreen(Screen):
         for name, label, kind in FIELDS:
             text = self.query_one(f"#f-{name}", Input).value.strip()
             target = model if kind == "model" else train
+            config_field = CONFIG_FIELDS[kind][name]
             if not text:
-                if name in TRAIN_FIELDS and TRAIN_FIELDS[name].default is None:
+                if config_field.default is None:
                     target[name] = None
                 continue
             try:
-                target[name] = float(text) if name in ("lr", "max_minutes") else int(text)
+                target[name] = float(text) if "float" in str(config_field.type) else int(text)
             except ValueError:
                 raise SLMError(f"{label} must be a number, not {text!r}") from None
         train["optimizer"] = str(self.query_one("#optimizer", Select).value)
@@ -146,7 +149,7 @@ class TrainScreen(Screen):
             train["init_from"] = self.init_from
         name = self.query_one("#name", Input).value.strip()
         if not name:
-            name = f"{'finetune' if self.init_from else chosen.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            name = default_run_name("finetune" if self.init_from else chosen.name)
         return ModelConfig(**model), TrainConfig(**train), name
 
     def update_size(self) -> None:

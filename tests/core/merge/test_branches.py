@@ -10,10 +10,8 @@ from core.merge.branches import (
     Job,
     JobEnded,
     JobStarted,
-    discard_unstarted,
     plan_branches,
     run_parallel,
-    stage_state,
     thread_shares,
 )
 
@@ -27,25 +25,6 @@ def test_branches_per_top_level_entry_or_per_file(workspace) -> None:
     assert files[2].data == "stories/more tales.md"
     with pytest.raises(SLMError, match=r"at least two folders.*--per file"):
         plan_branches(workspace, "x", selection=["stories"])
-
-
-def test_a_run_is_done_resumable_or_new(tmp_path) -> None:
-    run = tmp_path / "run"
-    assert stage_state(run) == "new"
-    (run / "latest").mkdir(parents=True)
-    (run / "latest" / "checkpoint.json").write_text("{}")
-    assert stage_state(run) == "resume"
-    with pytest.raises(SLMError, match="resume"):
-        discard_unstarted(run)
-    (run / "final").mkdir()
-    (run / "final" / "checkpoint.json").write_text("{}")
-    (run / "run.json").write_text("{}")
-    assert stage_state(run) == "done"
-    died = tmp_path / "died"  # a run that crashed before its first checkpoint
-    died.mkdir()
-    (died / "run.json").write_text("{}")
-    discard_unstarted(died)
-    assert not died.exists()
 
 
 def test_threads_are_split_fairly() -> None:
