@@ -80,7 +80,9 @@ class ChatScreen(Screen):
         return self.request is not None
 
     def note(self, text: str, error: bool = False) -> None:
-        self.query_one(ChatLog).add_note(text, error)
+        log = self.query_one(ChatLog)
+        if log.is_attached:  # a worker's result can arrive while the studio is closing
+            log.add_note(text, error)
 
     # -- the model -----------------------------------------------------------------------------
 
