@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic
-from core.data.conversations import Message, last_user_message
+from core.data.conversations import ROLES, Message, last_user_message
 from core.errors import SLMError
 from core.workspace import Workspace
 
@@ -153,25 +153,38 @@ class FeedbackDB:
         atomic.write_text(path, "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rows))
         return path
 
-    def ratings(self) -> list[Rating]:
-        """Every rating, oldest first (an empty list when there is no database yet)."""
+    def ratings(self, problems: list[str] | None = None) -> list[Rating]:
+        """Every readable rating, oldest first (an empty list when there is no database yet). A damaged row
+        (bad JSON, wrong types, a rating other than ±1) is left out, and said why in `problems` if given."""
         if not self.path.exists():
             return []
         with self._connect() as conn:
             rows = conn.execute(f"SELECT {COLUMNS} FROM ratings ORDER BY id").fetchall()
-        return [
-            Rating(
-                conversation=json.loads(conversation),
-                answer=answer,
-                rating=rating,
-                model=model,
-                sampling=json.loads(sampling),
-                mode=mode,
-                time=stamp,
-                id=rid,
-            )
-            for rid, stamp, model, mode, _prompt, conversation, answer, rating, sampling in rows
-        ]
+        ratings = []
+        for row in rows:
+            try:
+                ratings.append(_rating(row))
+            except (SLMError, ValueError, TypeError) as e:  # JSON errors are ValueErrors
+                if problems is not None:
+                    problems.append(f"rating #{row[0]} is unreadable ({str(e).splitlines()[0]})")
+        return ratings
+
+
+def _rating(row: tuple) -> Rating:
+    """A stored row as a Rating, every column checked."""
+    rid, stamp, model, mode, _prompt, conversation, answer, rating, sampling = row
+    messages, settings = json.loads(conversation), json.loads(sampling)
+    well_formed = isinstance(messages, list) and all(
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
+    )
+    if not well_formed:
+        raise SLMError("its conversation is not a list of messages")
+    if not (isinstance(settings, dict) and all(isinstance(x, str) for x in (answer, model, mode, stamp))):
+        raise SLMError("a column has the wrong type")
+    if not isinstance(rating, int) or isinstance(rating, bool):
+        raise SLMError(f"rating {rating!r} is not +1 or -1")
+    messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return Rating(messages, answer, rating, model=model, sampling=settings, mode=mode, time=stamp, id=rid)
 
 
 @dataclass

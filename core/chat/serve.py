@@ -90,6 +90,8 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         value = json.loads(body)
     except ValueError:
         raise APIError(400, "the request body is not valid JSON") from None
+    except RecursionError:
+        raise APIError(400, "the request body nests JSON too deeply") from None
     if not isinstance(value, dict):
         raise APIError(400, "the request body must be a JSON object")
     return value

@@ -140,7 +140,10 @@ class DPOTrainer(Trainer):
             reference = self.parent_ckpt
             self.tokenizer = reference.tokenizer
         self.chat = is_chat_model(self.tokenizer, self.parent_ckpt.meta)
-        pairs = preference_pairs(FeedbackDB.for_workspace(self.workspace).ratings())
+        problems: list[str] = []
+        pairs = preference_pairs(FeedbackDB.for_workspace(self.workspace).ratings(problems))
+        for problem in problems:
+            self.emit(Notice(f"{problem}: left out", "warning"))
         if len({p.key for p in pairs}) < 2:
             raise SLMError(
                 f"DPO needs good and bad answers to at least 2 different prompts ({len(pairs)} pairs found): in the "

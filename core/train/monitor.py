@@ -162,7 +162,7 @@ class MetricsTail:
         for line in lines:
             try:
                 event = event_from_dict(json.loads(line))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 continue
             if event is not None:
                 events.append(event)

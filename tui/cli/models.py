@@ -141,7 +141,10 @@ def cmd_feedback(args: argparse.Namespace, ws) -> None:
     from core.chat.feedback import FeedbackDB, preference_pairs
 
     db = FeedbackDB.for_workspace(ws)
-    ratings = db.ratings()
+    problems: list[str] = []
+    ratings = db.ratings(problems)
+    for problem in problems:
+        print(f"warning: {problem}: left out", file=sys.stderr)
     if args.export:
         path = db.export(Path(args.export).expanduser(), ratings)
         print(f"exported {len(ratings)} ratings to {path}")

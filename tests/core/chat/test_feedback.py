@@ -117,3 +117,47 @@ def test_concurrent_writers_lose_nothing(tmp_path) -> None:
         db.add(rating(f"main{i}", "x", -1))
     assert all(p.wait(timeout=60) == 0 for p in processes)
     assert len(db.ratings()) == 120
+
+
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("conversation", "{not json"),
+        ("conversation", '{"role": "user"}'),
+        ("conversation", '[{"role": "robot", "content": "hi"}]'),
+        ("conversation", b"\xff\xfe"),
+        ("sampling", "[1, 2]"),
+        ("answer", b"a blob"),
+        ("rating", 0),
+        ("mode", "shouting"),
+    ],
+)
+def test_a_damaged_row_is_left_out_and_named(tmp_path, column, value, capsys) -> None:
+    db = FeedbackDB(tmp_path / "checkpoints" / "feedback.sqlite")
+    db.add(*[Rating([{"role": "user", "content": f"q{i}"}], f"a{i}", 1) for i in range(3)])
+    with sqlite3.connect(db.path) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute(f"UPDATE ratings SET {column} = ? WHERE id = 2", (value,))
+    problems: list[str] = []
+    assert [r.answer for r in db.ratings(problems)] == ["a0", "a2"]
+    assert len(problems) == 1 and problems[0].startswith("rating #2 is unreadable")
+    from tui.cli import main
+
+    assert main(["--workspace", str(tmp_path), "feedback"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: rating #2 is unreadable" in err and "2 ratings" in out
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_database_is_one_line(tmp_path, damage, capsys) -> None:
+    db = FeedbackDB(tmp_path / "checkpoints" / "feedback.sqlite")
+    db.add(*[Rating([{"role": "user", "content": f"q{i}" * 500}], f"a{i}" * 500, 1) for i in range(50)])
+    data = db.path.read_bytes()
+    db.path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a database" * 100)
+    for wal in db.path.parent.glob("feedback.sqlite-*"):
+        wal.unlink()
+    from tui.cli import main
+
+    assert main(["--workspace", str(tmp_path), "feedback"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1

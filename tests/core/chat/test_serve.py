@@ -103,6 +103,8 @@ def test_bad_requests_get_openai_errors(client, server):
 
     status, body = post(b"{not json")
     assert status == 400 and body["error"]["type"] == "invalid_request_error"
+    status, body = post(b"[" * 2000 + b"]" * 2000)  # deeper than Python's JSON parser goes
+    assert status == 400 and "too deeply" in body["error"]["message"]
     assert post(json.dumps({"prompt": "x" * 5000}).encode())[0] == 413
     assert post(json.dumps({"prompt": "hi", "temperature": "hot"}).encode())[1]["error"]["param"] == "temperature"
 

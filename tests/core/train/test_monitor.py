@@ -50,6 +50,29 @@ def test_tail_reads_only_new_complete_lines(tmp_path) -> None:
     assert [e.step for e in tail.read()] == [7]
 
 
+def test_tail_skips_damaged_lines_and_keeps_reading(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    good = event_to_dict(step(1))
+    damaged = [
+        [1, 2, 3],  # not an object
+        "StepMetrics",
+        {**good, "loss": "low"},  # a string where a number belongs
+        {**good, "step": 1.5},
+        {**good, "step": True},
+        {**good, "loss": None},
+        {key: value for key, value in good.items() if key != "loss"},  # a field missing
+        {"event": "RunEnded", "step": 3, "reason": ["x"]},
+    ]
+    lines = [json.dumps(d) for d in damaged] + ["[" * 5000 + "]" * 5000, json.dumps(event_to_dict(step(2)))]
+    path.write_text("".join(line + "\n" for line in lines))
+    events = MetricsTail(path).read()
+    assert [type(e).__name__ for e in events] == ["StepMetrics"] and events[0].step == 2
+    history = RunHistory()
+    for event in events:
+        history.apply(event)
+    assert history.steps == [2]
+
+
 def test_downsample_keeps_shape_and_last_point() -> None:
     xs = list(range(1, 1001))
     ys = [float(x) for x in xs]
