@@ -19,6 +19,7 @@ from textual.worker import Worker, get_current_worker
 
 from core.errors import SLMError
 from core.train.events import Control, EvalMetrics, Progress, RunEnded, StepMetrics
+from core.train.live import liveness
 from core.train.monitor import MetricsTail, RunHistory
 from core.workspace import Workspace
 from tui.messages import (
@@ -174,9 +175,13 @@ class Bridge:
             tail = MetricsTail(metrics)
             worker = get_current_worker()
             while not worker.is_cancelled:
+                stopped = liveness(run_dir) == "stopped"  # judged first: a dead process's last lines are read below
                 events = tail.read()
                 for event in events:
                     history.apply(event)
+                if stopped and history.state != "ended":
+                    history.apply(gone(history, Path(run_dir).name))
+                    events.append(history.end)
                 if events:
                     self.broadcast(TrainingUpdated)
                 time.sleep(0.5)
@@ -249,6 +254,12 @@ class Bridge:
 
     def stop_generation(self) -> None:
         self.generation_cancel.set()
+
+
+def gone(history: RunHistory, run: str) -> RunEnded:
+    """How a run whose process vanished mid-training ends, for those watching it."""
+    step = history.last_step.step if history.last_step else 0
+    return RunEnded(step, "killed", history.best_val_loss, f"its process is gone; resume it with --resume {run}")
 
 
 def _one_line(error: BaseException) -> str:

@@ -105,7 +105,7 @@ class StateChanged:
 @dataclass
 class RunEnded:
     step: int
-    reason: str  # finished | stopped | early_stop | nan | error
+    reason: str  # finished | stopped | early_stop | nan | error; killed: its process vanished (seen by a monitor)
     best_val_loss: float | None = None
     message: str = ""
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import time
+
 from core.checkpoint import list_checkpoints
 from core.train.trainer import Trainer
 from tests.tui.helpers import type_into, wait_until
@@ -117,6 +121,26 @@ async def test_attach_follows_a_headless_run(workspace, tiny_configs) -> None:
         await wait_until(pilot, lambda: len(app.bridge.history.steps) == 40)
         await pilot.pause(0.3)
         assert app.screen.query_one(LossPlot)._history.val_steps == [10, 20, 30, 40]
+
+
+async def test_an_attached_run_whose_process_died_reads_as_killed(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=40, eval_interval=10)
+    Trainer(workspace, "headless", model, train).run()
+    run_dir = workspace.run_dir("headless")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text("\n".join(line for line in lines if '"RunEnded"' not in line) + "\n")
+    mark = {"pid": 2**22 + 1, "host": socket.gethostname(), "started": time.time(), "heartbeat": time.time()}
+    (run_dir / "live.json").write_text(json.dumps(mark))  # as a killed trainer leaves it: no such process
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3", "escape", "a")
+        await pilot.pause()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.bridge.history.end is not None)
+        assert app.bridge.history.end.reason == "killed" and app.bridge.history.end.step == 40
+        await pilot.pause(0.3)
+        status = str(app.screen.query_one("#status").render())
+        assert "killed" in status and "ETA" not in status
 
 
 async def test_a_second_run_is_refused_while_one_trains(workspace) -> None:

@@ -316,14 +316,15 @@ class TrainScreen(Screen):
             return "no run yet: press s to start one with these settings, a to attach"
         if h.state == "preparing":
             return "preparing the data and the model…"
-        parts = [f"[b]{h.run}[/b] {h.state}"]
+        ended = h.end.reason if h.state == "ended" and h.end else None
+        parts = [f"[b]{h.run}[/b] {ended or h.state}"]
         if h.last_step:
             s = h.last_step
             parts.append(f"step {s.step}/{h.max_steps}")
             parts.append(f"loss {s.loss:.3f}")
             parts.append(f"lr {s.lr:.1e}")
             parts.append(f"{count(s.tokens_per_s)} tok/s")
-            parts.append(f"{clock(s.elapsed_s)} · ETA {clock(s.eta_s)}")
+            parts.append(clock(s.elapsed_s) if ended else f"{clock(s.elapsed_s)} · ETA {clock(s.eta_s)}")
         if h.last_eval:
             parts.append(f"val {h.last_eval.val_loss:.3f} ({h.last_eval.val_bpb:.3f} bpb)")
         if h.best_val_loss is not None:
