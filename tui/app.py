@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.worker import Worker, WorkerState
@@ -20,7 +21,7 @@ from tui.screens.checkpoints import CheckpointsScreen
 from tui.screens.data import DataScreen
 from tui.screens.help import HelpScreen
 from tui.screens.merge import MergeScreen
-from tui.screens.modals import ConfirmScreen, PickScreen
+from tui.screens.modals import ConfirmScreen, Dialog, PickScreen
 from tui.screens.tokenizer import TokenizerScreen
 from tui.screens.train import TrainScreen
 from tui.sections import SECTIONS
@@ -74,6 +75,16 @@ class StudioApp(App):
         for problem in problems:
             self.notify(problem, severity="warning")
         self.sub_title = str(self.workspace.root)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            if not self.screen_stack:  # a section is being built (a key right after its number): deliver it after
+                self.call_after_refresh(self.post_message, _again(event))
+                return
+            top = self.screen_stack[-1]
+            if isinstance(top, Dialog) and top.typed_before_shown(event):
+                return  # type-ahead meant for the screen below: it does not answer the dialog
+        await super().on_event(event)
 
     def _remember(self, **changes) -> None:
         try:
@@ -169,5 +180,19 @@ class StudioApp(App):
             self.notify(f"exported to {event.worker.result}", title="export done", markup=False)
 
 
+def _again(key: events.Key) -> events.Key:
+    """The same key press, to deliver again (keeping the time it was typed)."""
+    copy = events.Key(key.key, key.character)
+    copy.time = key.time
+    return copy
+
+
 def run_studio(workspace: Workspace) -> None:
-    StudioApp(workspace).run()
+    """Run the studio; however it ends (a crash included), a run it was training stops and saves `latest`."""
+    app = StudioApp(workspace)
+    try:
+        app.run()
+    finally:
+        if app.bridge.training:
+            print("the studio closed while training: stopping the run after this step (saving latest)…")
+            app.bridge.stop_and_wait()

@@ -43,7 +43,8 @@ class Bridge:
         self.workspace = workspace
         self.history = RunHistory()
         self.control: Control | None = None
-        self.train_worker: Worker | None = None
+        self.idle = threading.Event()  # set while no training thread is alive
+        self.idle.set()
         self.attach_worker: Worker | None = None
         self.trainer: Any = None
         self.generator: Any = None  # core.chat.generate.Generator of the chat model
@@ -93,7 +94,7 @@ class Bridge:
     @property
     def training(self) -> bool:
         """True while a training thread is alive (including one asked to stop and not yet ended)."""
-        return self.train_worker is not None and self.train_worker.is_running
+        return not self.idle.is_set()
 
     def start_training(self, make_trainer: Callable[[Callable[[Any], None], Control], Any]) -> None:
         """Start a run; `make_trainer(on_event, control)` builds the Trainer (new or resumed)."""
@@ -116,12 +117,12 @@ class Bridge:
                 )
                 raise
             finally:
+                self.idle.set()
                 self.broadcast(TrainingUpdated)
                 self.broadcast(lambda: TrainingFinished(end, error))
 
-        self.train_worker = self.app.run_worker(
-            work, name="train", group="train", thread=True, exclusive=True, exit_on_error=False
-        )
+        self.idle.clear()
+        self.app.run_worker(work, name="train", group="train", thread=True, exclusive=True, exit_on_error=False)
 
     def _on_train_event(self, event: Any) -> None:
         if isinstance(event, Progress):
@@ -147,16 +148,14 @@ class Bridge:
         if self.control is not None:
             self.control.stop()
 
+    def stop_and_wait(self, timeout: float | None = None) -> bool:
+        """Stop the run, if one trains, and wait for its thread to save `latest` and end; False on timeout."""
+        self.stop()
+        return self.wait_for_training(timeout)
+
     def wait_for_training(self, timeout: float | None = None) -> bool:
-        thread_worker = self.train_worker
-        if thread_worker is None:
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while thread_worker.is_running:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        """Wait for the training thread to end (it works after the app's loop has closed, too)."""
+        return self.idle.wait(timeout)
 
     # -- attaching to a run started elsewhere ----------------------------------------------------
 

@@ -1,16 +1,54 @@
-"""Modal dialogs: typed ModalScreens closed with dismiss(value)."""
+"""Modal dialogs: typed ModalScreens closed with dismiss(value), safe against bursts of keys.
+
+A `Dialog` answers once (a second Enter or Escape of a burst is ignored, instead of dismissing the screen
+below it), and the app drops the keys typed before it was on screen (`typed_before_shown`): type-ahead
+meant for the screen below never answers a question the user has not seen.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from typing import TypeVar
+
+from textual import events
 from textual.app import ComposeResult
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, OptionList
 from textual.widgets.option_list import Option
 
+T = TypeVar("T")
 
-class ConfirmScreen(ModalScreen[bool]):
+
+class Dialog(ModalScreen[T]):
+    """A modal screen that answers once, and only to keys pressed after it was shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = False
+        self.shown_at = math.inf  # when it was first painted (Textual's event clock: time.monotonic)
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._painted)
+
+    def _painted(self) -> None:
+        self.shown_at = time.monotonic()
+
+    def typed_before_shown(self, event: events.Event) -> bool:
+        """Whether a key was typed before this dialog could be seen (the app drops such keys)."""
+        return isinstance(event, events.Key) and event.time < self.shown_at
+
+    def dismiss(self, result: T | None = None) -> AwaitComplete:
+        if self.answered:
+            return AwaitComplete()
+        self.answered = True
+        return super().dismiss(result)
+
+
+class ConfirmScreen(Dialog[bool]):
     """Ask a yes/no question; dismisses with True for yes."""
 
     BINDINGS = [Binding("escape", "dismiss(False)", "Cancel"), Binding("y", "dismiss(True)", "Yes", show=False)]
@@ -27,13 +65,14 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button(self.no, id="no")
 
     def on_mount(self) -> None:
+        super().on_mount()
         self.query_one("#no", Button).focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
 
 
-class PickScreen(ModalScreen[str | None]):
+class PickScreen(Dialog[str | None]):
     """Pick one item from a list; dismisses with its id, or None on Escape."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
