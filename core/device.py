@@ -6,6 +6,7 @@ Shared by training, evaluation and generation, so each picks devices and precisi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -60,3 +61,14 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@contextlib.contextmanager
+def out_of_memory_as(message: str) -> Iterator[None]:
+    """Running out of memory inside the block raises `SLMError(message)`; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise SLMError(message) from None
+        raise

@@ -8,6 +8,7 @@ sample text during training all use it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,8 @@ def sample_next(
 ) -> int:
     """Pick one token id from the last position's logits (a 1-D tensor over the vocabulary)."""
     logits = logits.float()
+    if not bool(torch.isfinite(logits).all()):  # a diverged model: its likeliest token, rather than a crash
+        return int(torch.argmax(torch.nan_to_num(logits, nan=-math.inf)))
     if settings.repetition_penalty != 1.0 and history is not None and history.numel():
         logits = logits.clone()
         seen = torch.unique(history)

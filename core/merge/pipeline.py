@@ -128,7 +128,9 @@ def stage_state(run_dir: Path) -> StageState:
     """done: the run finished (it has `final`); resume: it can continue from `latest`; new: nothing to keep."""
     if (run_dir / "run.json").exists() and (run_dir / "final" / "checkpoint.json").exists():
         return "done"
-    if (run_dir / "latest" / "checkpoint.json").exists():
+    from core.train.state import has_checkpoint
+
+    if has_checkpoint(run_dir):
         return "resume"
     return "new"
 

@@ -25,8 +25,8 @@ def resume_run(
     on_event: EventFn | None = None,
     control: Control | None = None,
 ) -> Trainer:
-    """A Trainer of the run's own objective that continues `run` from its latest checkpoint; `overrides`
-    may change limits, schedule and the machine."""
+    """A Trainer of the run's own objective that continues `run` from its latest checkpoint (or, when it saved
+    none, starts it over with its recorded settings); `overrides` may change limits, schedule and the machine."""
     run_dir = workspace.run_dir(run)
     if not (run_dir / "run.json").exists():
         raise SLMError(f"no run {run!r} in {workspace.checkpoints_dir} to resume")

@@ -20,6 +20,11 @@ from core.train.distributed import gather_optimizer_state, load_optimizer_state
 Tensors = dict[str, torch.Tensor]
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether a run saved a `latest` to resume from (`.latest.old` is one caught mid-replace: loading restores it)."""
+    return (run_dir / "latest" / "checkpoint.json").exists() or (run_dir / ".latest.old").exists()
+
+
 def rng_tensors(data: torch.Generator, device: torch.device) -> Tensors:
     """torch's global RNG, the data position (`data`, the batches' generator) and CUDA's RNG on a GPU."""
     tensors = {"rng.torch": torch.get_rng_state(), "rng.data": data.get_state()}

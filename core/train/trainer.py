@@ -3,7 +3,8 @@
 It runs in any thread, reports through a callback of events (`core.train.events`) that it also appends to
 `metrics.jsonl`, and obeys a `Control` (pause, resume, stop) from other threads. Resuming from
 `latest` restores weights, optimizer, RNG and data position, so on the CPU a resumed run is bit for
-bit the run that was never stopped (for runs limited by steps or tokens, not by minutes).
+bit the run that was never stopped (for runs limited by steps or tokens, not by minutes); a run that saved no
+`latest` starts over with its recorded settings. No step with nan or inf is applied, no such weights saved.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ from core.checkpoint import (
 )
 from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
 from core.data.corpus import Corpus
-from core.device import amp_dtype, autocast, is_out_of_memory, pick_device
+from core.device import amp_dtype, autocast, out_of_memory_as, pick_device
 from core.errors import SLMError
 from core.evaluate import EvalResult, evaluate_tokens
 from core.model import GPT
 from core.optim import lr_factor
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.named import train_on_corpus
-from core.train import state
+from core.train import failures, state
 from core.train.distributed import Dist, gather_weights, shard_model
 from core.train.events import (
     CheckpointSaved,
@@ -54,6 +55,7 @@ from core.train.events import (
     StepMetrics,
     event_to_dict,
 )
+from core.train.live import Heartbeat
 from core.train.tokens import Batches, RankSlice, TokenData, encode_corpus
 from core.workspace import Workspace
 
@@ -120,27 +122,34 @@ class Trainer:
     def prepare(self) -> None:
         """Tokenizer, token files, model and optimizers: everything before the first step."""
         cfg = self.cfg
-        if self.resume:
-            latest = self.run_dir / "latest"
-            self.parent_ckpt = load_checkpoint(latest, with_trainer=True)
+        if not self.resume and (self.run_dir / "run.json").exists():
+            raise SLMError(failures.name_taken(self.run_dir, self.run_name))
+        self.restart = self.resume and not state.has_checkpoint(self.run_dir)  # it died before its first `latest`
+        self.run_info = load_json(self.run_dir / "run.json") if self.resume else {}
+        self.parent_ckpt = None
+        if self.resume and not self.restart:
+            self.parent_ckpt = load_checkpoint(self.run_dir / "latest", with_trainer=True)
             self.tokenizer = self.parent_ckpt.tokenizer
-            self.run_info = load_json(self.run_dir / "run.json")
-        else:
-            if (self.run_dir / "run.json").exists():
-                raise SLMError(
-                    f"run {self.run_name!r} already exists: resume it with --resume {self.run_name} or choose another --name"
-                )
-            self.parent_ckpt = None
-            if cfg.init_from:
-                path = resolve_checkpoint(self.workspace, cfg.init_from)
-                self.parent_ckpt = load_checkpoint(path)
-                self.model_config = self.parent_ckpt.config
+        elif cfg.init_from:
+            self.parent_ckpt = load_checkpoint(resolve_checkpoint(self.workspace, cfg.init_from))
+            self.model_config = self.parent_ckpt.config
+        if self.restart:  # the data hooks read the run's recorded tokenizer and settings, as on a resume
+            self.tokenizer = Tokenizer.load(self.run_dir / "tokenizer.json")
         self.dist = Dist.from_env(cfg.device)
         self.device = self.dist.device(pick_device(cfg.device))
         self.amp = amp_dtype(self.device, cfg.precision)
         if cfg.threads or self.dist.active:
             torch.set_num_threads(cfg.threads or self.dist.cpu_threads())
         self._prepare_data_once()
+        with out_of_memory_as(failures.out_of_memory_advice(cfg, self.objective, building=True)):
+            self._build_model()
+        if self.resume and not self.restart:
+            self._restore(self.parent_ckpt)
+        elif self.dist.main:
+            self._start_run_folder()
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.model = GPT(self.model_config).to(self.device)
         self.model.grad_checkpoint = cfg.grad_checkpoint
@@ -157,10 +166,6 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.train_model, device_ids=ids)
-        if self.resume:
-            self._restore(self.parent_ckpt)
-        elif self.dist.main:
-            self._start_run_folder()
 
     def _prepare_data_once(self) -> None:
         """Prepare the data; under torchrun rank 0 first (tokenizer, token files), then the others from its cache."""
@@ -236,6 +241,8 @@ class Trainer:
             self.model_config = replace(self.model_config, vocab_size=size)
 
     def _start_run_folder(self) -> None:
+        if self.restart:
+            self.emit(Notice(failures.start_over(self.run_dir, self.run_name), "warning"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex
         lineage = []
@@ -279,13 +286,16 @@ class Trainer:
         if kind == "latest" and (self.dist.main or self.cfg.shard):
             trainer_json, trainer_tensors = self._trainer_state()
         gathered = gather_weights(self.model) if self.cfg.shard else None
+        weights = weights_for_saving(self.model, gathered) if self.dist.main else {}
+        if not self.dist.share(failures.all_finite([*weights.values(), *(trainer_tensors or {}).values()])):
+            raise self._not_finite(f"the weights hold nan or inf at step {self.step} ({kind} not saved)")
         if not self.dist.main:
             return
         meta = self._meta(kind)
         if trainer_json is not None:
             meta["trainer"] = trainer_json
         path = self.run_dir / kind
-        save_checkpoint(path, weights_for_saving(self.model, gathered), meta, self.tokenizer, trainer_tensors)
+        save_checkpoint(path, weights, meta, self.tokenizer, trainer_tensors)
         self.emit(CheckpointSaved(self.step, kind, str(path)))
 
     def _trainer_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -343,7 +353,7 @@ class Trainer:
         try:
             if not self.dist.main:
                 return self._run_loop()
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+            with Heartbeat(self.run_dir), open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
                 self._metrics_file = metrics
                 try:
                     return self._run_loop()
@@ -371,7 +381,7 @@ class Trainer:
         try:
             end = self._loop()
         except BaseException as e:
-            reason = "nan" if "the loss became" in str(e) else "error"
+            reason = "nan" if isinstance(e, failures.NotFinite) else "error"
             self.emit(RunEnded(self.step, reason, self._best(), str(e) or type(e).__name__))
             raise
         self.emit(end)
@@ -460,24 +470,22 @@ class Trainer:
             for group in opt.param_groups:
                 base = cfg.muon_lr if isinstance(opt, torch.optim.Muon) else cfg.lr
                 group["lr"] = base * lr / cfg.lr
-        try:
+        with out_of_memory_as(failures.out_of_memory_advice(cfg, self.objective)):
             total = torch.zeros((), device=self.device)
             for micro in range(cfg.grad_accum):
                 with self._gradient_sync(micro == cfg.grad_accum - 1), autocast(self.device, self.amp):
                     loss = self._batch_loss() / cfg.grad_accum
                     total += loss.detach()
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
-            loss_value = float(self.dist.mean(total))
-            if not math.isfinite(loss_value):
-                raise SLMError(
-                    f"the loss became {loss_value} at step {self.step + 1}: lower --lr or use --precision fp32; "
-                    "the last good checkpoint is latest"
-                )
+            loss_value = float(self.dist.mean(total))  # the same on every rank, like the global norm below
             if self.scaler:
                 for opt in self.optimizers:
                     self.scaler.unscale_(opt)
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or math.inf)
             grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor when sharded
+            problem = failures.not_finite(loss_value, grad_norm, scaled=self.scaler is not None)  # before the step
+            if problem:
+                raise self._not_finite(f"{problem} at step {self.step + 1} (not applied)")
             for opt in self.optimizers:
                 if self.scaler:
                     self.scaler.step(opt)
@@ -487,16 +495,11 @@ class Trainer:
                 self.scaler.update()
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
-        except SLMError:
-            raise
-        except Exception as e:
-            if is_out_of_memory(e):
-                raise SLMError(
-                    f"out of memory at batch size {cfg.batch_size}: lower --batch-size (raise --grad-accum to keep "
-                    "the tokens per step), lower --context, add --grad-checkpoint, or pick a smaller --preset"
-                ) from None
-            raise
         return loss_value, grad_norm, lr
+
+    def _not_finite(self, what: str) -> failures.NotFinite:
+        fp32 = " or use --precision fp32" if self.amp else ""
+        return failures.NotFinite(f"{what}: lower --lr{fp32}; {failures.last_good(self.run_dir, self.run_name)}")
 
     def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         """Under torchrun, average gradients across ranks only on the last micro-step of an accumulation."""

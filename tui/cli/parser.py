@@ -18,7 +18,7 @@ TRAIN_FLAGS = [f for f in config_flags(TrainConfig) if f.kind in (int, float)]  
 RECIPE_FLAGS = config_flags(TrainConfig, ["optimizer", "schedule", "device", "precision"])
 SWITCH_FLAGS = config_flags(TrainConfig, ["compile", "grad_checkpoint"])
 SAMPLING_FLAGS = config_flags(SamplingSettings)
-RESUME_FLAGS = TRAIN_FLAGS + config_flags(TrainConfig, ["device", "precision", "compile", "shard"])  # may change
+RESUME_FLAGS = TRAIN_FLAGS + config_flags(TrainConfig, ["device", "precision", "compile", "grad_checkpoint", "shard"])
 # fields a preset or a tuning command sets: their flags show no default, since the preset's applies
 FROM_PRESETS = {key for p in PRESETS.values() for key in [*p.model, *p.train]} | {*SFT_TRAIN, *DPO_TRAIN}
 SHOWN = {f.field for f in ALL_TRAIN_FLAGS} - FROM_PRESETS

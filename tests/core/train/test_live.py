@@ -51,3 +51,18 @@ def test_another_hosts_mark_is_judged_by_its_heartbeat(tmp_path) -> None:
     (tmp_path / FILE_NAME).write_text(json.dumps(mark))
     assert liveness(tmp_path) == "live"
     assert liveness(tmp_path, now=time.time() + STALE_S + 1) == "stopped"
+
+
+def test_a_training_run_is_live_while_it_trains_and_not_after(workspace, tiny_configs) -> None:
+    from core.train.events import StepMetrics
+    from core.train.trainer import Trainer
+
+    model, train = tiny_configs(max_steps=4)
+    seen = []
+
+    def watch(event) -> None:
+        if isinstance(event, StepMetrics):
+            seen.append(liveness(workspace.run_dir("watched")))
+
+    Trainer(workspace, "watched", model, train, on_event=watch).run()
+    assert seen == ["live"] * 4 and liveness(workspace.run_dir("watched")) == "none"

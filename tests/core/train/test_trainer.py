@@ -136,7 +136,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(workspace, tiny_confi
         return original(self)
 
     monkeypatch.setattr(Trainer, "_step", poisoned)
-    with pytest.raises(SLMError, match="loss became nan"):
+    with pytest.raises(SLMError, match=r"loss became nan at step 9 \(not applied\).* is latest \(step 5, "):
         trainer.run()
     latest = load_checkpoint(workspace.run_dir("nan") / "latest")
     assert latest.step == 5
