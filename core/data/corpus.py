@@ -1,12 +1,15 @@
 """The corpus: text files under data/, their stats, and the train/validation split.
 
 A corpus is a set of files under `data/` (`.txt`, `.md`, `.jsonl` with a `text` field). Documents
-are text files and JSONL records. Everything streams: files are read in chunks that end at a line
-break, so a corpus of any size is read with bounded memory (`core.train.tokens` encodes it).
+are text files and JSONL records. Everything streams (`core.data.files` reads and decodes a file in
+pieces of bounded size), so a corpus of any size is read with bounded memory (`core.train.tokens`
+encodes it). What cannot be used (a name that is not UTF-8, a pipe, a folder that cannot be read, a
+binary file...) is named, never silently skipped.
 
-The split: a document of at least `CUT_BYTES` gives its last `val_fraction` (cut after a line break)
-to validation; smaller documents go wholesale to one side, chosen by a seeded hash, when there are at
-least `MIN_HASHED_DOCS` of them (otherwise they are cut like large ones).
+The split: a document of at least `CUT_BYTES` gives its last `val_fraction` (cut after a line break,
+or where a piece of a very long line ends) to validation; smaller documents go wholesale to one side,
+chosen by a seeded hash, when there are at least `MIN_HASHED_DOCS` of them (otherwise they are cut
+like large ones).
 """
 
 from __future__ import annotations
@@ -16,14 +19,26 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
+from core.data.files import (
+    BAD_NAME,
+    Decoder,
+    TextError,
+    decoded,
+    line_blocks,
+    path_problem,
+    read_chunks,
+    shown,
+    text_pieces,
+)
 from core.errors import SLMError
 
 SUFFIXES = (".txt", ".md", ".jsonl")
-CHUNK_BYTES = 1 << 20
 CUT_BYTES = 64 * 1024
 MIN_HASHED_DOCS = 20
+LINKED_FOLDER = "a link to a folder, which is not followed: link the files in it instead"
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -31,30 +46,65 @@ ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 # --- discovery and stats ------------------------------------------------------------------------
 
 
-def discover(data_dir: Path, selection: list[str] | None = None) -> list[Path]:
+def discover(data_dir: Path, selection: list[str] | None = None, problems: list[FileStats] | None = None) -> list[Path]:
     """Text files under `data_dir` (or under the selected files/folders in it), sorted.
 
-    Hidden files and folders (such as the token cache `.cache/`) are skipped.
+    Hidden files and folders (such as the token cache `.cache/`) are skipped. What cannot be read as text,
+    judged without opening it (a name that is not UTF-8, a pipe, a device, a broken link, a folder that cannot
+    be listed, a link to a folder), is left out and, when `problems` is given, added to it as a row.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise SLMError(f"data folder {data_dir} does not exist: create it and put .txt, .md or .jsonl files in it")
+        raise SLMError(
+            f"data folder {shown(data_dir)} does not exist: create it and put .txt, .md or .jsonl files in it"
+        )
     roots = [data_dir / s for s in selection] if selection else [data_dir]
     found: set[Path] = set()
+    skipped: dict[str, FileStats] = {}
+
+    def skip(path: str | Path, error: str) -> None:
+        rel = shown(os.path.relpath(path, data_dir))
+        skipped.setdefault(rel, FileStats(path=rel, error=error))
+
+    def consider(path: Path) -> None:
+        problem = path_problem(path, os.path.relpath(path, data_dir))
+        if problem:
+            skip(path, problem)
+        else:
+            found.add(path)
+
+    def unlisted(e: OSError) -> None:
+        skip(e.filename, f"folder cannot be read ({e.strerror or e})")
+
     for root in roots:
         if not root.exists():
-            raise SLMError(f"{root} does not exist")
-        if root.is_file():
+            raise SLMError(f"{shown(root)} does not exist")
+        if not root.is_dir():
             if root.suffix.lower() not in SUFFIXES:
-                raise SLMError(f"{root} is not a .txt, .md or .jsonl file")
-            found.add(root)
+                raise SLMError(f"{shown(root)} is not a .txt, .md or .jsonl file")
+            consider(root)
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):
+            folders = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = []
+            for d in folders:
+                sub = os.path.join(dirpath, d)
+                if os.path.islink(sub):
+                    skip(sub, LINKED_FOLDER)
+                elif shown(d) != d:
+                    skip(sub, BAD_NAME)
+                else:
+                    dirnames.append(d)
             for name in filenames:
                 if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES:
-                    found.add(Path(dirpath) / name)
+                    consider(Path(dirpath) / name)
+    if problems is not None:
+        problems.extend(sorted(skipped.values(), key=_order))
     return sorted(found)
+
+
+def _order(stats: FileStats) -> tuple[str, ...]:
+    return Path(stats.path).parts
 
 
 @dataclass
@@ -64,76 +114,75 @@ class FileStats:
     path: str  # relative to the data folder
     bytes: int = 0
     lines: int = 0
-    chars: int = 0
+    chars: int = 0  # of the decoded text, like `lines` and `documents`
     documents: int = 0
     est_tokens: int = 0
-    sha: str = ""
+    sha: str = ""  # of the file's bytes
     error: str | None = None
     skipped_records: int = 0  # JSONL lines without a usable `text` field
     chat_records: int = 0  # JSONL lines with a `messages` field (kept for supervised fine-tuning)
 
 
-def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Raw chunks of about `chunk_bytes`, each ending just after a line break (or at end of file)."""
-    with open(path, "rb") as f:
-        rest = b""
-        while True:
-            block = f.read(chunk_bytes)
-            if not block:
-                if rest:
-                    yield rest
-                return
-            block = rest + block
-            cut = block.rfind(b"\n")
-            if cut < 0:
-                rest = block
-                continue
-            rest = block[cut + 1 :]
-            yield block[: cut + 1]
-
-
-def _decode(raw: bytes, errors: str, first: bool) -> str:
-    text = raw.decode("utf-8", errors=errors)
-    return text.removeprefix("\ufeff") if first else text
-
-
 def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
     """Scan a file once: size, lines, characters, documents, content hash and decoding problems."""
-    stats = FileStats(path=str(Path(path).relative_to(data_dir)))
+    rel = os.path.relpath(path, data_dir)
+    stats = FileStats(path=shown(rel), error=path_problem(path, rel))
+    if stats.error:
+        return stats
     digest = hashlib.blake2b(digest_size=16)
+    decoder = Decoder(errors)
     jsonl = path.suffix.lower() == ".jsonl"
+    wide_bytes = 0  # UTF-16/32 text: its size in UTF-8, for the token estimate
     record_chars = 0  # JSONL: characters on lines with a `text` field, the only ones pretraining reads
-    try:
-        for i, raw in enumerate(read_chunks(path)):
+
+    def texts() -> Iterator[str]:
+        nonlocal wide_bytes
+        for raw in chain(read_chunks(path), [b""]):
             digest.update(raw)
             stats.bytes += len(raw)
-            stats.lines += raw.count(b"\n")
-            if stats.error:
-                continue
-            if b"\x00" in raw:
-                stats.error = "binary file (contains NUL bytes)"
-                continue
-            try:
-                text = _decode(raw, errors, first=i == 0)
-            except UnicodeDecodeError as e:
-                stats.error = f"not UTF-8 text (bad byte at offset {stats.bytes - len(raw) + e.start})"
-                continue
-            stats.chars += len(text)
-            if jsonl:
-                for line in text.splitlines():
-                    kind = _record_kind(line)
-                    if kind == "text":
-                        stats.documents += 1
-                        record_chars += len(line)
-                    stats.chat_records += kind == "chat"
-                    stats.skipped_records += kind == "bad"
+            if not stats.error:
+                try:
+                    text = decoder.decode(raw, final=not raw)
+                except TextError as e:
+                    stats.error = str(e)
+                else:
+                    stats.chars += len(text)
+                    stats.lines += text.count("\n")
+                    wide_bytes += len(text.encode()) if decoder.encoding != "utf-8" else 0
+                    yield text
+                    continue
+            stats.lines += raw.count(b"\n")  # an unusable file: its lines as bytes
+
+    try:
+        if jsonl:
+            record_chars = sum(_count_records(block, stats) for block in line_blocks(texts()))
+        else:
+            for _ in texts():  # they count as they are read
+                pass
     except OSError as e:
         stats.error = f"cannot be read ({e.strerror or e})"
     if not jsonl and not stats.error:
         stats.documents = 1 if stats.chars else 0
-    stats.est_tokens = (record_chars if jsonl else stats.bytes) // 4
+    text_bytes = stats.bytes if decoder.encoding == "utf-8" else wide_bytes
+    stats.est_tokens = (record_chars if jsonl else text_bytes) // 4
     stats.sha = digest.hexdigest()
     return stats
+
+
+def _count_records(block: str | None, stats: FileStats) -> int:
+    """Count a block of JSONL lines (None: one line too long to read) into `stats`; returns its text records' size."""
+    if block is None:
+        stats.skipped_records += 1
+        return 0
+    chars = 0
+    for line in block.splitlines():
+        kind = _record_kind(line)
+        if kind == "text":
+            stats.documents += 1
+            chars += len(line)
+        stats.chat_records += kind == "chat"
+        stats.skipped_records += kind == "bad"
+    return chars
 
 
 def _record(line: str) -> dict | None:
@@ -179,21 +228,25 @@ class Corpus:
     ) -> Corpus:
         """Scan the selection; `decode_errors` is "skip" (leave bad files out) or "replace" (use U+FFFD)."""
         errors = "replace" if decode_errors == "replace" else "strict"
-        paths = discover(data_dir, selection)
-        files, problems = [], []
+        problems: list[FileStats] = []
+        paths = discover(data_dir, selection, problems)
+        files = []
         for i, path in enumerate(paths):
             stats = file_stats(path, data_dir, errors)
             (problems if stats.error else files).append(stats)
             if on_progress:
                 on_progress("scan", i + 1, len(paths))
-        corpus = cls(Path(data_dir), files, problems, errors)
-        if not paths:
-            raise SLMError(f"no .txt, .md or .jsonl files in {data_dir}: add some, or run `slm data --add-sample`")
+        corpus = cls(Path(data_dir), files, sorted(problems, key=_order), errors)
+        where = shown(data_dir)
+        if not paths and not problems:
+            raise SLMError(f"no .txt, .md or .jsonl files in {where}: add some, or run `slm data --add-sample`")
         if not corpus.files:
-            names = ", ".join(f"{p.path} ({p.error})" for p in problems[:3])
-            raise SLMError(f"no usable text in {data_dir}: {names}; try --decode-errors replace for damaged text")
+            names = ", ".join(f"{p.path} ({p.error})" for p in corpus.problems[:3])
+            damaged = any(p.error.startswith("not UTF") for p in problems)
+            hint = "; try --decode-errors replace for damaged text" if damaged else ""
+            raise SLMError(f"no usable text in {where}: {names}{hint}")
         if not any(f.documents for f in corpus.files):
-            raise SLMError(f"the text files in {data_dir} are empty")
+            raise SLMError(f"the text files in {where} are empty")
         return corpus
 
     @property
@@ -217,19 +270,20 @@ class Corpus:
         return small >= MIN_HASHED_DOCS
 
     def documents(self) -> Iterator[tuple[str, int, Iterator[str]]]:
-        """(file path, record index, text chunks) for every document, in a fixed order."""
+        """(file path, record index, text pieces) for every document, in a fixed order."""
         for stats in self.files:
             path = self.data_dir / stats.path
+            texts = decoded(path, self.errors)
             if path.suffix.lower() == ".jsonl":
                 index = 0
-                for i, raw in enumerate(read_chunks(path)):
-                    for line in _decode(raw, self.errors, first=i == 0).splitlines():
+                for block in line_blocks(texts):
+                    for line in (block or "").splitlines():
                         record = _record(line) if line.strip() else None
                         if record is not None and isinstance(record.get("text"), str) and record["text"]:
                             yield stats.path, index, iter([record["text"]])
                             index += 1
             else:
-                yield stats.path, 0, (_decode(raw, self.errors, i == 0) for i, raw in enumerate(read_chunks(path)))
+                yield stats.path, 0, text_pieces(texts)
 
     def split(self, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None]]:
         """("train" | "val", text) pieces in corpus order; (side, None) marks the end of a document."""

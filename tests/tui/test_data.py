@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
+import threading
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Static, TextArea
@@ -10,6 +15,7 @@ from textual.widgets import Input, Static, TextArea
 from core.workspace import Workspace
 from tests.tui.helpers import type_into, wait_until
 from tui.app import StudioApp
+from tui.cli import main
 from tui.widgets.data.data_tree import DataTree
 
 
@@ -130,3 +136,68 @@ async def test_long_names_are_shortened_to_keep_their_size_in_view(workspace: Wo
         line = tree.render_label(node, tree.rich_style, tree.rich_style).plain
         assert line.rstrip().endswith("1.9 KB") and "…" in line
         assert len(line) <= tree.scrollable_content_region.width
+
+
+def hostile_data(data: Path) -> None:
+    """A name that is not UTF-8, a pipe, a link to /dev/zero and a UTF-16 file beside the good ones."""
+    with open(os.path.join(os.fsencode(data), b"bad\xff.txt"), "wb") as f:
+        f.write(b"text under a bad name\n")
+    os.mkfifo(data / "pipe.txt")
+    (data / "zero.txt").symlink_to("/dev/zero")
+    (data / "wide.txt").write_text("Wide text, with é and 漢字.\n" * 40, encoding="utf-16")
+
+
+def finishes(call, timeout: float = 60.0):
+    """call(), failing the test instead of hanging when it does not return within `timeout` seconds."""
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(value=call()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout} s"
+    return result["value"]
+
+
+def test_slm_data_and_tokenize_name_what_they_cannot_read(workspace: Workspace, capsys) -> None:
+    hostile_data(workspace.data_dir)
+    ws = str(workspace.root)
+    assert finishes(lambda: main(["--workspace", ws, "data"])) == 0
+    out = capsys.readouterr().out
+    assert "bad\ufffd.txt" in out and "its name is not valid UTF-8: rename it" in out
+    assert re.search(r"pipe\.txt .*! not a regular file \(a pipe, device or broken link\)", out)
+    assert re.search(r"zero\.txt .*! not a regular file", out)
+    assert re.search(r"wide\.txt +2\.0 KB +40 +1 ", out)  # UTF-16: decoded and usable
+    assert "3 usable of 6 files" in out
+    assert finishes(lambda: main(["--workspace", ws, "tokenize", "--name", "t", "--vocab-size", "300"])) == 0
+    out, err = capsys.readouterr()
+    assert "warning: skipped pipe.txt: not a regular file" in err and "warning: skipped bad\ufffd.txt" in err
+    assert "saved" in out
+
+
+async def test_the_data_section_shows_what_it_cannot_read_and_stays_usable(workspace: Workspace) -> None:
+    hostile_data(workspace.data_dir)
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await asyncio.wait_for(settled(pilot), 60)
+        app = pilot.app
+        paths = tree_paths(app)
+        assert paths == ["stories", "stories/a.txt", "b.md", "bad\ufffd.txt", "pipe.txt", "wide.txt", "zero.txt"]
+        tree = app.screen.query_one(DataTree)
+        assert tree.stats["pipe.txt"].error and tree.stats["bad\ufffd.txt"].error and not tree.stats["wide.txt"].error
+        summary = text_of(app, "#data-summary")
+        assert "all of data/ · 3 files" in summary and "3 skipped" in summary
+        await pilot.press("down", "down", "down")  # bad\ufffd.txt
+        await settled(pilot)
+        problem = app.screen.query_one("#data-problem", Static)
+        assert "its name is not valid UTF-8: rename it" in str(problem.render())
+        assert "Convert" not in str(problem.render())  # no hint that cannot help
+        await pilot.press("down")  # pipe.txt
+        await settled(pilot)
+        assert "not a regular file" in str(problem.render())
+        await pilot.press("down")  # wide.txt previews as text
+        await settled(pilot)
+        assert not problem.display
+        assert app.screen.query_one(TextArea).text.startswith("Wide text, with é and 漢字.\n")
+        await pilot.press("space")
+        assert app.selection == ["wide.txt"]
+        await pilot.press("g")  # a second scan finishes too
+        await asyncio.wait_for(settled(pilot), 60)
+        assert tree_paths(app) == paths

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from tui.format import count, size
 
 
 def cmd_data(args: argparse.Namespace, ws) -> None:
-    from core.data.corpus import discover, file_stats
+    from core.data.corpus import FileStats, discover, file_stats
     from core.data.sample import write_sample_corpus
 
     if args.add_sample:
@@ -19,7 +20,9 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
         print(f"no data folder at {ws.data_dir}: create it, or run `slm data --add-sample`")
         return
     errors = "replace" if args.decode_errors == "replace" else "strict"
-    rows = [file_stats(p, ws.data_dir, errors) for p in discover(ws.data_dir)]
+    problems: list[FileStats] = []
+    paths = discover(ws.data_dir, problems=problems)
+    rows = sorted([*(file_stats(p, ws.data_dir, errors) for p in paths), *problems], key=lambda r: Path(r.path).parts)
     if not rows:
         print(f"{ws.data_dir} holds no .txt, .md or .jsonl files: add some, or run `slm data --add-sample`")
         return

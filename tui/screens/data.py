@@ -35,9 +35,11 @@ class Scan:
 
 
 def scan_data(data_dir: Path, cache: dict[StatsKey, FileStats], report: Callable[[str, int, int], None]) -> Scan:
-    """Stats of every text file under `data_dir` (none when it is missing), reusing those of unchanged files."""
+    """Stats of every text file under `data_dir` (none when it is missing), reusing those of unchanged files,
+    and a row for each thing there that cannot be read as text."""
+    problems: list[FileStats] = []
     try:
-        paths = discover(data_dir)
+        paths = discover(data_dir, problems=problems)
     except SLMError:
         return Scan([], {})
     files, fresh, reported = [], {}, 0.0
@@ -54,7 +56,7 @@ def scan_data(data_dir: Path, cache: dict[StatsKey, FileStats], report: Callable
         if time.monotonic() - reported >= PROGRESS_INTERVAL:
             report("scan", i + 1, len(paths))
             reported = time.monotonic()
-    return Scan(files, fresh)
+    return Scan(files + problems, fresh)
 
 
 def valid_fraction(text: str) -> bool:

@@ -10,6 +10,7 @@ from textual.content import Content
 from textual.widgets import Static, TextArea
 
 from core.data.corpus import FileStats
+from core.data.files import Decoder
 from tui.format import count, size
 
 PREVIEW_BYTES = 64 * 1024
@@ -17,11 +18,12 @@ PREVIEW_LINES = 40
 
 
 def read_head(path: Path) -> str:
-    """The first lines of a file (at most PREVIEW_LINES lines and PREVIEW_BYTES bytes), decoded leniently."""
+    """The first lines of a file (at most PREVIEW_LINES lines and PREVIEW_BYTES bytes), decoded leniently
+    as the corpus decodes it (UTF-8, or UTF-16/32 after their byte-order mark)."""
     with open(path, "rb") as f:
         raw = f.read(PREVIEW_BYTES)
-    head = b"".join(raw.splitlines(keepends=True)[:PREVIEW_LINES])
-    return head.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    text = Decoder("replace").decode(raw, final=len(raw) < PREVIEW_BYTES)
+    return "".join(text.splitlines(keepends=True)[:PREVIEW_LINES])
 
 
 def counted(n: int, word: str) -> str:
@@ -53,9 +55,8 @@ class FilePreview(Vertical):
     def show_file(self, stats: FileStats) -> None:
         """Stats now; the text follows with `show_text` unless the file cannot be decoded."""
         self._info(stats.path, size(stats.bytes), describe(stats))
-        self._problem(
-            f"⚠ {stats.error}: training leaves this file out. Convert it to UTF-8 text." if stats.error else None
-        )
+        convert = " Convert it to UTF-8 text." if stats.error and stats.error.startswith(("not UTF", "binary")) else ""
+        self._problem(f"⚠ Training leaves this out: {stats.error}.{convert}" if stats.error else None)
         self.show_text("" if stats.error else None)
 
     def show_folder(self, path: str, files: list[FileStats]) -> None:
