@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from textual import events
 
 from core.checkpoint import list_checkpoints
@@ -12,7 +13,8 @@ from core.train.trainer import Trainer
 from tests.tui.helpers import wait_until
 from tests.tui.test_train import fill_tiny_form
 from tui.app import StudioApp
-from tui.screens.modals import ConfirmScreen, PickScreen
+from tui.screens.help import HelpScreen
+from tui.screens.modals import ConfirmScreen, Dialog, PickScreen
 
 
 def typed(*keys: str) -> list[events.Key]:
@@ -72,3 +74,28 @@ async def test_a_studio_that_closes_while_training_stops_its_run(workspace) -> N
     assert await asyncio.to_thread(app.bridge.stop_and_wait, 60)
     latest = [e for e in list_checkpoints(workspace) if e.kind == "latest"]
     assert latest and latest[0].step >= 2
+
+
+MODALS = {
+    "confirm": lambda: ConfirmScreen("Delete it?", yes="Delete"),
+    "pick": lambda: PickScreen("Which one?", [("a", "first"), ("b", "second")]),
+    "help": HelpScreen,
+}
+
+
+@pytest.mark.parametrize("modal", MODALS)
+@pytest.mark.parametrize("keys", [("enter", "enter"), ("y", "enter"), ("escape", "escape"), ("enter", "escape", "y")])
+async def test_every_dialog_ignores_type_ahead_and_answers_once(workspace, modal, keys) -> None:
+    app = StudioApp(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        answers: list = []
+        early = typed(*keys)  # typed before the dialog appears
+        app.push_screen(MODALS[modal](), answers.append)
+        await burst(pilot, early)
+        dialog = app.screen
+        assert isinstance(dialog, Dialog) and answers == []
+        await pilot.press(*keys)  # seen: the first key that answers does, the rest are harmless
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        assert len(answers) == 1 and not isinstance(app.screen, Dialog) and app.screen.is_attached
