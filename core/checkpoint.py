@@ -1,4 +1,5 @@
-"""Checkpoints: atomic save and load, metadata, lineage, and listing runs.
+"""Checkpoints: atomic save and load, with every weight checked on the way back (`core.listing` reads and checks
+checkpoint.json and finds the runs).
 
 A checkpoint is a folder: `model.safetensors` (weights), `checkpoint.json` (model config, step,
 tokens seen, metrics, tokenizer hash, lineage, weights checksum), `tokenizer.json`, and for resumable
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,33 +21,44 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import atomic
-from core.config import ModelConfig, count_params, from_dict, load_json, to_dict
+from core.config import ModelConfig, count_params, from_dict, shown, to_dict
 from core.errors import SLMError
+from core.listing import FORMAT, Unreadable, check_fields, read_meta
 from core.tokenizer.bpe import Tokenizer
-from core.workspace import Workspace
 
 if TYPE_CHECKING:  # torch loads only when weights are read or written: listing stays instant
     import torch
 
-FORMAT = 1
-KINDS = ("best", "final", "latest")  # the order in which a bare run name picks its checkpoint
+WEIGHT_DTYPES = ("F16", "BF16", "F32", "F64")
+TRAINER = {
+    "step": int, "tokens_seen": int, "elapsed_s": float, "best_val_loss": float | None, "evals_since_best": int,
+    "optimizers": list[dict[str, Any]], "scaler": dict[str, float | bool | None] | None,
+}  # fmt: skip
+Scalar = float | bool | str | list[float] | None  # what optimizers' parameter groups and scalars hold besides tensors
+OPTIMIZER = {"param_groups": list[dict[str, Scalar]], "scalars": dict[str, dict[str, Scalar]]}
+GROUP = {"params": list[int], "lr": float, "weight_decay": float, "eps": float, "momentum": float, "betas": list[float]}
 
 
-def save_file(tensors: dict[str, torch.Tensor], path: str) -> None:
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, whose failures to write (a full disk, a file-size limit) raise OSError, and whose
+    file gets the umask's permissions (safetensors' own are 0600)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file as save
 
-    save(tensors, path)
+    try:
+        save(tensors, path, metadata=metadata)
+    except SafetensorError as e:  # "Error while serializing: I/O error: No space left on device (os error 28)"
+        code = re.search(r"\(os error (\d+)\)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), path) from None
+    os.chmod(path, atomic.file_mode())
 
 
 def load_file(path: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file as load
 
     return load(path)
-
-
-def label(path: Path) -> str:
-    """How a checkpoint is named to the user: RUN/KIND."""
-    return f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def file_digest(path: Path) -> str:
@@ -156,35 +170,117 @@ def save_as_run(
     return out / "final"
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    atomic.recover_dir(path)
-    meta = load_json(Path(path) / "checkpoint.json")
-    if "model" not in meta:
-        raise SLMError(f"{path}/checkpoint.json has no model config")
-    return meta
+# --- reading back: everything from disk is checked before it is used ---------------------------------
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The weights a model of `config` has, by name, with their shapes (read off a model on the meta device)."""
+    import torch
+
+    from core.model import GPT
+
+    with torch.device("meta"):
+        model = GPT(config)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def _check_header(path: Path, file: Path, config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Names, dtypes and shapes of model.safetensors against `config`, before reading a weight."""
+    from safetensors import safe_open
+
+    size, params = file.stat().st_size, count_params(config)
+    if params * 2 > size:
+        raise Unreadable(path, f"its config has {params:,} parameters but model.safetensors holds {size:,} bytes")
+    expected = expected_shapes(config)
+    try:
+        with safe_open(str(file), "pt") as f:
+            header = {name: (f.get_slice(name).get_dtype(), tuple(f.get_slice(name).get_shape())) for name in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors' errors for a truncated or garbled file
+        raise Unreadable(path, f"model.safetensors is truncated or not safetensors ({str(e)[:120]})") from None
+    optional = {"lm_head.weight"} if config.tie_embeddings else set()
+    if missing := sorted(set(expected) - set(header) - optional):
+        raise Unreadable(path, f"model.safetensors lacks {', '.join(missing[:3])}")
+    for name, (dtype, shape) in header.items():
+        if name not in expected:
+            raise Unreadable(path, f"model.safetensors holds {shown(name)}, which the model has no place for")
+        if dtype not in WEIGHT_DTYPES:
+            raise Unreadable(path, f"{name} is {dtype}; weights are F16, BF16, F32 or F64")
+        if shape != expected[name]:
+            raise Unreadable(path, f"{name} has shape {list(shape)} but the config gives {list(expected[name])}")
+    return expected
+
+
+def _finite(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
+    import torch
+
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise Unreadable(path, f"{what} {name} holds nan or inf")
+
+
+def _check_trainer(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor], shapes: list) -> None:
+    """The resume state (`trainer` entry and trainer.safetensors) in the shape the trainer restores it from;
+    `shapes` are those of the model's parameters."""
+    import torch
+
+    saved = meta.get("trainer")
+    check_fields(path, saved, TRAINER, "trainer: ", required=("step", "tokens_seen", "elapsed_s", "optimizers"))
+    ids: list[set[int]] = []
+    for i, record in enumerate(saved["optimizers"]):
+        where = f"trainer optimizer {i}: "
+        check_fields(path, record, OPTIMIZER, where, required=("param_groups", "scalars"))
+        for group in record["param_groups"]:
+            check_fields(path, group, GROUP, where + "parameter group ", required=("params",))
+        params = [p for group in record["param_groups"] for p in group["params"]]
+        if sorted(params) != list(range(len(params))):
+            raise Unreadable(path, f"{where}its parameter ids are not 0 to {len(params) - 1}, once each")
+        if not all(pid.isascii() and pid.isdigit() and int(pid) < len(params) for pid in record["scalars"]):
+            raise Unreadable(path, f"{where}its scalars name parameters it does not have")
+        ids.append(set(params))
+    if sum(map(len, ids)) != len(shapes):
+        raise Unreadable(path, f"trainer: its optimizers hold {sum(map(len, ids))} parameters, the model {len(shapes)}")
+    rng = torch.get_rng_state().shape
+    for name in ("rng.torch", "rng.data"):
+        if name not in tensors or tensors[name].dtype != torch.uint8 or tensors[name].shape != rng:
+            raise Unreadable(path, f"trainer.safetensors has no valid {name} (the random state)")
+    for name, t in tensors.items():
+        opt = re.fullmatch(r"opt(\d+)\.(\d+)\.\w+", name)
+        if name in ("rng.torch", "rng.data") or (name == "rng.cuda" and t.dtype == torch.uint8 and t.dim() == 1):
+            continue
+        if opt is None or int(opt[1]) >= len(ids) or int(opt[2]) not in ids[int(opt[1])]:
+            raise Unreadable(path, f"trainer.safetensors holds {shown(name)}, which no optimizer has")
+        if not t.is_floating_point() or (t.dim() and tuple(t.shape) not in set(shapes)):
+            raise Unreadable(
+                path, f"trainer.safetensors: {name} is {t.dtype} of shape {list(t.shape)}, unlike any weight"
+            )
+    _finite(path, tensors, "trainer state")
 
 
 def load_checkpoint(path: Path, with_trainer: bool = False) -> Checkpoint:
     """Load and verify a checkpoint folder; every failure is a one-line SLMError."""
     path = Path(path)
-    if not (path / "checkpoint.json").exists() and not path.with_name(f".{path.name}.old").exists():
+    atomic.recover_dir(path)  # a save interrupted between its two renames left the checkpoint aside
+    if not (path / "checkpoint.json").exists():
         raise SLMError(f"{path} is not a checkpoint (no checkpoint.json)")
     meta = read_meta(path)
     config = from_dict(ModelConfig, meta["model"])
     weights = path / "model.safetensors"
-    if not weights.exists():
+    if not weights.is_file():
         raise SLMError(f"checkpoint {path} is incomplete: model.safetensors is missing")
     if meta.get("weights_digest") and file_digest(weights) != meta["weights_digest"]:
         raise SLMError(f"checkpoint {path} is corrupt: model.safetensors does not match its checksum")
-    from safetensors import SafetensorError
-
+    expected = _check_header(path, weights, config)
+    if with_trainer and not (path / "trainer.safetensors").is_file():
+        raise SLMError(f"checkpoint {path} holds no trainer state: it cannot be resumed")
     try:
         state = load_file(str(weights))
         trainer = load_file(str(path / "trainer.safetensors")) if with_trainer else {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SLMError(f"checkpoint {path} is corrupt or truncated ({e})") from None
-    if with_trainer and not trainer:
-        raise SLMError(f"checkpoint {path} holds no trainer state: it cannot be resumed")
+    except Exception as e:  # safetensors' errors for a truncated or garbled file, OSError
+        raise SLMError(f"checkpoint {path} is corrupt or truncated ({str(e)[:120]})") from None
+    _finite(path, state, "weight")
+    if with_trainer:
+        tied = {"lm_head.weight"} if config.tie_embeddings else set()  # one parameter with embed.weight
+        _check_trainer(path, meta, trainer, [shape for name, shape in expected.items() if name not in tied])
     tokenizer = Tokenizer.load(path / "tokenizer.json")
     if meta.get("tokenizer_hash") and tokenizer.hash != meta["tokenizer_hash"]:
         raise SLMError(f"checkpoint {path}: tokenizer.json does not match the tokenizer the model was trained with")
@@ -197,6 +293,12 @@ def load_checkpoint(path: Path, with_trainer: bool = False) -> Checkpoint:
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     """Load weights into `model`, accepting only a missing tied output weight."""
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise SLMError(
+            f"checkpoint {source} does not fit the model: {wrong[0]} has shape {list(state[wrong[0]].shape)}"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if model.config.tie_embeddings:
         missing = [k for k in missing if k != "lm_head.weight"]
@@ -204,101 +306,3 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
         raise SLMError(
             f"checkpoint {source} does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-
-
-# --- finding checkpoints and runs ---------------------------------------------------------------
-
-
-@dataclass
-class CheckpointEntry:
-    """A row of `slm checkpoints`: what listing needs, read from checkpoint.json only."""
-
-    path: Path
-    run: str
-    kind: str
-    step: int
-    params: int
-    created: str
-    val_loss: float | None
-    val_bpb: float | None
-    parent: str | None
-    meta: dict[str, Any]
-
-
-def _entry(path: Path) -> CheckpointEntry | None:
-    try:
-        meta = read_meta(path)
-    except SLMError:
-        return None
-    metrics = meta.get("metrics", {})
-    lineage = meta.get("lineage") or []
-    return CheckpointEntry(
-        path=path,
-        run=path.parent.name,
-        kind=path.name,
-        step=int(meta.get("step", 0)),
-        params=int(meta.get("params", 0)),
-        created=str(meta.get("created", "")),
-        val_loss=metrics.get("val_loss"),
-        val_bpb=metrics.get("val_bpb"),
-        parent=_parent(meta, lineage),
-        meta=meta,
-    )
-
-
-def _parent(meta: dict[str, Any], lineage: list[dict[str, Any]]) -> str | None:
-    """Where a checkpoint came from: its parent checkpoint, or the checkpoints it merges."""
-    merge = meta.get("merge")
-    if merge and merge.get("parents"):
-        names = ["/".join(Path(p).parts[-2:]) for p in merge["parents"]]
-        return f"{merge.get('method', 'merge')} of {' + '.join(names)}"
-    return lineage[0].get("path") if lineage else None
-
-
-def run_dirs(workspace: Workspace) -> list[Path]:
-    """Run folders (those with a run.json), most recently changed first."""
-    root = workspace.checkpoints_dir
-    if not root.is_dir():
-        return []
-    runs = [p for p in root.iterdir() if p.is_dir() and (p / "run.json").exists()]
-    return sorted(runs, key=lambda p: (p / "run.json").stat().st_mtime, reverse=True)
-
-
-def list_checkpoints(workspace: Workspace) -> list[CheckpointEntry]:
-    entries = []
-    for run in run_dirs(workspace):
-        children = sorted(p for p in run.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for child in children:
-            atomic.recover_dir(child)
-            entry = _entry(child)
-            if entry is not None:
-                entries.append(entry)
-    return entries
-
-
-def resolve_checkpoint(workspace: Workspace, ref: str | None) -> Path:
-    """A checkpoint folder from a path, RUN/KIND, RUN (best, else final, else latest) or None (newest run)."""
-    if ref is None:
-        runs = run_dirs(workspace)
-        for run in runs:
-            found = _pick(run)
-            if found:
-                return found
-        raise SLMError(f"no checkpoints in {workspace.checkpoints_dir}: train a model first with `slm train`")
-    direct = Path(ref).expanduser()
-    for candidate in (direct, workspace.checkpoints_dir / ref):
-        atomic.recover_dir(candidate)
-        if (candidate / "checkpoint.json").exists():
-            return candidate
-        if (candidate / "run.json").exists() and (found := _pick(candidate)):
-            return found
-    known = ", ".join(p.name for p in run_dirs(workspace)[:8]) or "none"
-    raise SLMError(f"no checkpoint {ref!r} (runs in {workspace.checkpoints_dir}: {known})")
-
-
-def _pick(run: Path) -> Path | None:
-    for kind in KINDS:
-        atomic.recover_dir(run / kind)
-        if (run / kind / "checkpoint.json").exists():
-            return run / kind
-    return None

@@ -7,11 +7,15 @@ their help texts are derived from these declarations (`tui/cli/flags.py`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 from core.errors import SLMError, check
 
@@ -39,6 +43,66 @@ def option(
     return field(default=default, metadata=metadata)
 
 
+# Bounds far beyond any model this studio trains: a config read back from disk past them is damaged.
+MAX_VOCAB, MAX_CONTEXT, MAX_LAYERS, MAX_WIDTH, MAX_BATCH = 2**24, 2**20, 1024, 2**16, 2**20
+MAX_INT = 2**63  # counts, steps and seeds: what a 64-bit integer holds
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """What `value` should have been to be a `hint` (None when it is one), for values read back from JSON: a
+    bool is no number, a float must be finite, an int must fit 64 bits, lists and dicts are checked inside."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [type_problem(value, a) for a in args if a is not type(None)]
+        if None in problems:
+            return None
+        return " or ".join(problems) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return None if isinstance(value, str) and value in args else "one of " + ", ".join(map(str, args))
+    if origin is list:
+        if isinstance(value, list) and all(type_problem(v, args[0]) is None for v in value):
+            return None
+        return f"a list of which each item is {type_problem(object(), args[0])}"
+    if origin is dict:
+        if isinstance(value, dict) and all(
+            isinstance(k, str) and type_problem(v, args[1]) is None for k, v in value.items()
+        ):
+            return None
+        return f"an object of which each value is {type_problem(object(), args[1])}"
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    whole = integer and -MAX_INT <= value < MAX_INT
+    ok, what = {
+        bool: (isinstance(value, bool), "true or false"),
+        int: (whole, "a whole number" + (" that fits 64 bits" if integer else "")),
+        float: (whole or (isinstance(value, float) and math.isfinite(value)), "a finite number"),
+        str: (isinstance(value, str), "a string"),
+        Any: (True, "anything"),
+    }[hint]
+    return None if ok else what
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_types(config: Any, what: str) -> None:
+    """Refuse a field of a config dataclass whose value is not of its declared type (SLMError naming it)."""
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if problem := type_problem(value, hints[f.name]):
+            raise SLMError(f"invalid {what}: {f.name} must be {problem}, not {shown(value)}")
+
+
 @dataclass
 class ModelConfig:
     """The shape of a GPT: everything needed to rebuild its weights."""
@@ -56,6 +120,7 @@ class ModelConfig:
     dropout: float = option(0.0, "dropout probability")
 
     def __post_init__(self) -> None:
+        check_types(self, "model config")
         if self.mlp_hidden == 0:
             self.mlp_hidden = -(-8 * self.n_embd // 3 // 32) * 32
         self.validate()
@@ -65,13 +130,18 @@ class ModelConfig:
         return self.n_embd // self.n_head
 
     def validate(self) -> None:
+        heads = self.n_head > 0 and self.n_embd % self.n_head == 0
         checks = [
-            (self.vocab_size > 0, "vocab_size must be positive"),
-            (self.context > 0, "context must be positive"),
-            (self.n_layer > 0, "n_layer must be positive"),
-            (self.n_head > 0 and self.n_embd % self.n_head == 0, "n_embd must be a multiple of n_head"),
-            (self.head_dim % 2 == 0, "n_embd / n_head (the head size) must be even for RoPE"),
+            (0 < self.vocab_size <= MAX_VOCAB, f"vocab_size must be between 1 and {MAX_VOCAB}"),
+            (0 < self.context <= MAX_CONTEXT, f"context must be between 1 and {MAX_CONTEXT}"),
+            (0 < self.n_layer <= MAX_LAYERS, f"n_layer must be between 1 and {MAX_LAYERS}"),
+            (0 < self.n_embd <= MAX_WIDTH, f"n_embd must be between 1 and {MAX_WIDTH}"),
+            (heads, "n_embd must be a multiple of n_head"),
+            (heads and self.head_dim % 2 == 0, "n_embd / n_head (the head size) must be even for RoPE"),
             (self.n_kv_head > 0 and self.n_head % self.n_kv_head == 0, "n_head must be a multiple of n_kv_head"),
+            (0 < self.mlp_hidden <= 4 * MAX_WIDTH, f"mlp_hidden must be between 1 and {4 * MAX_WIDTH} (0: automatic)"),
+            (self.rope_theta > 0, "rope_theta must be positive"),
+            (0.0 < self.norm_eps < 1.0, "norm_eps must be in (0, 1)"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
         ]
         check("model config", checks)
@@ -126,15 +196,29 @@ class TrainConfig:
     seed: int = option(1337, "random seed")
 
     def __post_init__(self) -> None:
+        check_types(self, "training config")
         checks = [
             (0.0 < self.val_fraction < 1.0, "val_fraction must be between 0 and 1"),
-            (self.batch_size > 0, "batch_size must be positive"),
-            (self.grad_accum > 0, "grad_accum must be positive"),
+            (0 < self.batch_size <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}"),
+            (0 < self.grad_accum <= MAX_BATCH, f"grad_accum must be between 1 and {MAX_BATCH}"),
+            (self.min_frequency >= 0, "min_frequency must be at least 0"),
             (self.lr > 0, "lr must be positive"),
+            (self.muon_lr > 0, "muon_lr must be positive"),
+            (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+            (self.warmup_steps >= 0, "warmup_steps must be at least 0"),
+            (self.weight_decay >= 0, "weight_decay must be at least 0"),
+            (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "beta1 and beta2 must be in [0, 1)"),
+            (self.grad_clip >= 0, "grad_clip must be at least 0 (0: off)"),
             (self.max_steps > 0, "max_steps must be positive"),
             (self.max_tokens is None or self.max_tokens > 0, "max_tokens must be positive"),
             (self.max_minutes is None or self.max_minutes > 0, "max_minutes must be positive"),
             (self.eval_interval > 0, "eval_interval must be positive"),
+            (self.eval_tokens > 0, "eval_tokens must be positive"),
+            (self.sample_interval > 0, "sample_interval must be positive"),
+            (self.sample_tokens >= 0, "sample_tokens must be at least 0"),
+            (self.checkpoint_interval > 0, "checkpoint_interval must be positive"),
+            (self.patience is None or self.patience >= 0, "patience must be at least 0"),
+            (self.threads is None or self.threads >= 0, "threads must be at least 0"),
             (0.0 <= self.decay_fraction <= 1.0, "decay_fraction must be in [0, 1]"),
             (self.optimizer in ("adamw", "muon"), "optimizer must be adamw or muon"),
             (self.schedule in ("cosine", "wsd"), "schedule must be cosine or wsd"),
@@ -255,7 +339,10 @@ T = TypeVar("T")
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:
-    """Build a config dataclass from a dict, refusing unknown keys with a clear message."""
+    """Build a config dataclass from a dict (read from JSON), refusing unknown keys and values of the wrong
+    type or range with a one-line SLMError."""
+    if not isinstance(data, dict):
+        raise SLMError(f"a {cls.__name__} must be a JSON object, not {shown(data)}")
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
@@ -273,8 +360,10 @@ def load_json(path: Path) -> dict[str, Any]:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise SLMError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or UTF-8, an integer of over 4300 digits
         raise SLMError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise SLMError(f"{path} is not valid JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise SLMError(f"{path} does not hold a JSON object")
     return value

@@ -26,7 +26,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("core.merge",), False),
     (("core.train", "core.export"), True),
     (("core.chat",), False),
-    (("core.model", "core.optim", "core.checkpoint", "core.evaluate"), False),
+    (("core.model", "core.optim", "core.checkpoint", "core.listing", "core.evaluate"), False),
     (("core.tokenizer",), False),
     (("core.data",), False),
     (("core.errors", "core.atomic", "core.config", "core.workspace", "core.device"), False),

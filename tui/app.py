@@ -15,7 +15,7 @@ from textual.worker import Worker, WorkerState
 from core.workspace import Workspace, config_dir, load_settings, save_settings
 from themes import BUILT_IN, DEFAULT_THEME, STYLESHEETS, load_user_themes
 from tui.bridge import Bridge
-from tui.commands import CheckpointCommands, StudioCommands
+from tui.commands import CheckpointCommands, Palette, StudioCommands
 from tui.screens.chat import ChatScreen
 from tui.screens.checkpoints import CheckpointsScreen
 from tui.screens.data import DataScreen
@@ -93,6 +93,10 @@ class StudioApp(App):
             self.notify(f"could not save settings: {e}", severity="warning")
 
     # -- actions -------------------------------------------------------------------------------
+
+    def action_command_palette(self) -> None:
+        if self.use_command_palette and not Palette.is_open(self):
+            self.push_screen(Palette(id="--command-palette"))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

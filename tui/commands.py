@@ -1,4 +1,5 @@
-"""Command palette providers: sections, actions and themes; and one entry per checkpoint action."""
+"""The command palette: providers of sections, actions and themes, one entry per checkpoint action, and the
+palette itself, closed once however many keys a burst sends it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,33 @@ import asyncio
 from collections.abc import Callable
 from functools import partial
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.await_complete import AwaitComplete
+from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
 
-from core.checkpoint import list_checkpoints
+from core.listing import list_checkpoints
 from tui.sections import SECTIONS
 
 Entry = tuple[str, Callable[[], object], str]
+
+
+class Palette(CommandPalette):
+    """Textual's command palette, dismissed once (a second Enter or Escape of a burst does not pop the screen
+    below), and paging its list while results arrive does not crash."""
+
+    closed = False
+
+    def dismiss(self, result: object = None) -> AwaitComplete:
+        if self.closed:
+            return AwaitComplete()
+        self.closed = True
+        return super().dismiss(result)
+
+    def _action_command_list(self, action: str) -> None:
+        try:
+            super()._action_command_list(action)
+        except KeyError:  # textual 8.2: paging a list whose new options are not laid out yet; the next key works
+            if action not in ("page_up", "page_down"):
+                raise
 
 
 class _ListProvider(Provider):

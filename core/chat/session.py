@@ -15,9 +15,9 @@ from typing import Any
 
 from core.chat.feedback import FILE_NAME, FeedbackDB, Rating
 from core.chat.sampling import SamplingSettings
-from core.checkpoint import label
 from core.data.conversations import Message
 from core.errors import SLMError
+from core.listing import label
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.chat_template import END, has_chat_tokens, is_chat_model, prompt_ids
 

@@ -15,6 +15,7 @@ from core.export.hf import export_hf
 
 FORMATS = ("hf", "gguf")
 DTYPES = ("f32", "f16", "q8_0")
+F16_MAX = 65504.0
 
 
 def export_checkpoint(path: Path, fmt: str, out: Path, dtype: str = "f32") -> Path:
@@ -26,6 +27,10 @@ def export_checkpoint(path: Path, fmt: str, out: Path, dtype: str = "f32") -> Pa
     if fmt == "hf" and dtype == "q8_0":
         raise SLMError("q8_0 is a GGUF type: the Hugging Face export takes f32 or f16")
     ckpt = load_checkpoint(Path(path))
+    if dtype != "f32":
+        largest = max(float(t.abs().max()) for t in ckpt.state.values() if t.numel())
+        if largest > F16_MAX:  # it would become inf in f16 (q8_0 keeps some tensors, and its scales, in f16)
+            raise SLMError(f"{path} holds weights up to {largest:.3g}, beyond what {dtype} can hold: export as f32")
     out = Path(out).expanduser()
     (export_hf if fmt == "hf" else export_gguf)(ckpt, out, dtype)
     return out

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core import atomic
-from core.checkpoint import Checkpoint, label
+from core.checkpoint import Checkpoint
 from core.errors import SLMError
 from core.export.hf import special_ids, to_llama_state
+from core.listing import label
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.chat_template import CHAT_TEMPLATE
 
@@ -115,6 +116,12 @@ def export_gguf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
 
     def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(tmp, arch="llama")
+        try:
+            _write(writer)
+        finally:  # a failed write (a full disk) closes the file here, not with a second error when it is collected
+            writer.close()
+
+    def _write(writer: gguf.GGUFWriter) -> None:
         writer.add_name(label(ckpt.path))
         writer.add_file_type(file_types.get(dtype, gguf.LlamaFileType.MOSTLY_Q8_0))
         writer.add_context_length(config.context)
@@ -133,6 +140,5 @@ def export_gguf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-        writer.close()
 
     atomic.write_with(out, write)

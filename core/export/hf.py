@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from core import atomic
 from core.chat.sampling import SamplingSettings
-from core.checkpoint import Checkpoint, label, save_as_run
+from core.checkpoint import Checkpoint, save_as_run, save_file
 from core.config import ModelConfig, count_params, load_json
 from core.errors import SLMError
+from core.listing import label
 from core.tokenizer.bpe import EOT, Tokenizer
 from core.tokenizer.chat_template import CHAT_TEMPLATE, END, has_chat_tokens
 from core.workspace import Workspace
@@ -159,6 +160,8 @@ def model_config_from_llama(hf: dict[str, Any], source: Path) -> ModelConfig:
         config = _model_config(hf)
     except KeyError as e:
         raise SLMError(f"{source}/config.json has no {e.args[0]}") from None
+    except (TypeError, ValueError) as e:  # a value of the wrong type
+        raise SLMError(f"{source}/config.json cannot be read as a Llama config ({e})") from None
     if hf.get("head_dim", config.head_dim) != config.head_dim:
         raise SLMError(f"{source}: head_dim {hf['head_dim']} is not hidden_size / num_attention_heads")
     return config
@@ -240,7 +243,6 @@ HF_FILES = (
 def export_hf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
     """A transformers-loadable LlamaForCausalLM folder, written atomically."""
     import torch
-    from safetensors.torch import save_file
 
     if out.exists() and not out.is_dir():
         raise SLMError(f"{out} is a file: the Hugging Face export is a folder")
@@ -276,13 +278,22 @@ def export_hf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
     atomic.replace_dir(build, out)
 
 
+def _run_record(path: Path) -> dict[str, Any]:
+    """The run's run.json for the model card; a missing or damaged one only leaves its details out."""
+    try:
+        return load_json(path)
+    except SLMError:
+        return {}
+
+
 def model_card(ckpt: Checkpoint, folder: str) -> str:
     """README.md for the Hugging Face folder: what was trained on what, how well, and how to load it."""
     config, meta = ckpt.config, ckpt.meta
-    run_file = ckpt.path.parent / "run.json"
-    run = json.loads(run_file.read_text(encoding="utf-8")) if run_file.exists() else {}
+    run = _run_record(ckpt.path.parent / "run.json")
     metrics = meta.get("metrics", {})
-    data = run.get("train", {}).get("data") or ["all of data/"]
+    train, run_data = run.get("train"), run.get("data")
+    data = train.get("data") if isinstance(train, dict) else None
+    data = data if isinstance(data, list) and data and all(isinstance(d, str) for d in data) else ["all of data/"]
     rows = [
         ("parameters", f"{count_params(config):,}"),
         ("layers, width, heads (kv)", f"{config.n_layer}, {config.n_embd}, {config.n_head} ({config.n_kv_head})"),
@@ -290,10 +301,10 @@ def model_card(ckpt: Checkpoint, folder: str) -> str:
         ("steps, tokens seen", f"{meta.get('step', 0):,}, {meta.get('tokens_seen', 0):,}"),
         ("data", ", ".join(data)),
     ]
-    if "train_tokens" in run.get("data", {}):
-        rows.append(("training tokens in the data", f"{run['data']['train_tokens']:,}"))
+    if isinstance(run_data, dict) and type(run_data.get("train_tokens")) is int:
+        rows.append(("training tokens in the data", f"{run_data['train_tokens']:,}"))
     for key, what in (("val_loss", "validation loss"), ("val_bpb", "validation bits per byte")):
-        if key in metrics:
+        if metrics.get(key) is not None:
             rows.append((what, f"{metrics[key]:.4f}"))
     if "imported" in meta:
         rows.append(("imported from", meta["imported"].get("from", "?")))

@@ -281,7 +281,7 @@ def run_pipeline(
     `settings` are every stage's training settings, `preset` included; their `init_from` names a checkpoint
     to branch from instead of training NAME-base, their `data` what the base trains on and the branches split.
     """
-    from core.checkpoint import resolve_checkpoint
+    from core.listing import resolve_checkpoint
     from core.merge.branches import plan_branches
 
     emit, name = on_event or _ignore, pipeline.name

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.checkpoint import Checkpoint, label, load_checkpoint, read_meta, save_as_run
+from core.checkpoint import Checkpoint, load_checkpoint, save_as_run
 from core.config import ModelConfig, from_dict, option, to_dict
 from core.data.corpus import ProgressFn
 from core.errors import SLMError
+from core.listing import label, read_meta
 from core.tokenizer.bpe import Tokenizer
 from core.workspace import check_name
 

@@ -25,11 +25,12 @@ import torch.nn.functional as F
 
 from core import atomic
 from core.chat.feedback import FeedbackDB, preference_pairs
-from core.checkpoint import load_checkpoint, load_weights, resolve_checkpoint
+from core.checkpoint import load_checkpoint, load_weights
 from core.data.conversations import Message
 from core.device import autocast
 from core.errors import SLMError
 from core.evaluate import EvalResult
+from core.listing import resolve_checkpoint
 from core.model import GPT
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.chat_template import is_chat_model, prompt_ids, render_chat_masked

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from core import atomic
-from core.checkpoint import read_meta
 from core.config import TrainConfig
 from core.errors import SLMError
+from core.listing import read_meta
 from core.train.state import has_checkpoint
 
 

@@ -32,8 +32,10 @@ def resume_run(
         raise SLMError(f"no run {run!r} in {workspace.checkpoints_dir} to resume")
     saved = load_json(run_dir / "run.json")
     objective = saved.get("objective", "lm")
-    if objective not in OBJECTIVES:
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
         raise SLMError(f"run {run!r} trains for {objective!r}, which this version does not know")
+    if not (isinstance(saved.get("model"), dict) and isinstance(saved.get("train"), dict)):
+        raise SLMError(f"{run_dir / 'run.json'} is damaged: it needs its model and train configs to resume")
     model = from_dict(ModelConfig, saved["model"])
     train = from_dict(TrainConfig, {**saved["train"], **(overrides or {})})
     return OBJECTIVES[objective](workspace, run, model, train, on_event, control, resume=True)

@@ -78,10 +78,13 @@ def restore_optimizers(
         for pid, values in saved["scalars"].items():
             per_param.setdefault(int(pid), {}).update(values)
         state = {"state": per_param, "param_groups": saved["param_groups"]}
-        if sharded is not None:
-            load_optimizer_state(sharded, opt, state)
-        else:
-            opt.load_state_dict(state)
+        try:
+            if sharded is not None:
+                load_optimizer_state(sharded, opt, state)
+            else:
+                opt.load_state_dict(state)
+        except (ValueError, KeyError, TypeError) as e:  # groups that do not fit these optimizers
+            raise SLMError(f"the checkpoint's optimizer state does not fit this run ({e})") from None
 
 
 def trim_metrics(path: Path, step: int) -> None:

@@ -22,6 +22,7 @@ import torch
 
 from core import atomic
 from core.data.corpus import Corpus, ProgressFn
+from core.data.files import space_cut
 from core.errors import Cancelled, SLMError
 from core.tokenizer.bpe import Tokenizer
 from core.train.distributed import Dist
@@ -79,9 +80,8 @@ def encode_corpus(
     if tokenizer.eot_id is None:
         raise SLMError("the tokenizer has no <|endoftext|> token to separate documents")
     key_dir = Path(cache_dir) / cache_key(corpus, tokenizer, val_fraction, seed)
-    meta_path = key_dir / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    dtype = token_dtype(tokenizer.vocab_size)
+    if meta := _cached(key_dir, dtype):  # a damaged cache entry is encoded again
         return TokenData(
             TokenFile(key_dir / "train.bin", meta["dtype"], meta["train_tokens"]),
             TokenFile(key_dir / "val.bin", meta["dtype"], meta["val_tokens"]),
@@ -90,9 +90,8 @@ def encode_corpus(
         )
     tmp = key_dir.with_name(key_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    dtype = token_dtype(tokenizer.vocab_size)
     try:
+        tmp.mkdir(parents=True)
         counts = _write_tokens(corpus, tokenizer, tmp, dtype, val_fraction, seed, on_progress, cancelled)
         meta = {"dtype": dtype.name, "train_tokens": counts["train"], "val_tokens": counts["val"]}
         atomic.write_json(tmp / "meta.json", meta)
@@ -116,6 +115,21 @@ def encode_corpus(
             "or change --val-fraction"
         )
     return data
+
+
+def _cached(key_dir: Path, dtype: np.dtype) -> dict[str, Any] | None:
+    """The cache entry's meta.json when it and both token files are whole, else None."""
+    try:
+        meta = json.loads((key_dir / "meta.json").read_text(encoding="utf-8"))
+        sizes = {side: (key_dir / f"{side}.bin").stat().st_size for side in ("train", "val")}
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(meta, dict) or meta.get("dtype") != dtype.name:
+        return None
+    counts = [meta.get("train_tokens"), meta.get("val_tokens")]
+    if not all(type(n) is int and n * dtype.itemsize == size for n, size in zip(counts, sizes.values(), strict=True)):
+        return None
+    return meta
 
 
 def _write_tokens(
@@ -197,7 +211,8 @@ def _write_splits(
 
 
 def _pieces(text: str, size: int = 4 * 1024) -> Iterator[str]:
-    """Split long text after line breaks into pieces the tokenizer can encode in parallel.
+    """Split long text after line breaks into pieces the tokenizer can encode in parallel; where no line ends
+    within `size` more characters, just before a space that follows a word (which keeps the tokens the same).
 
     Small pieces encode faster: 4 KiB pieces ran at 1.6-2x the speed of 64 KiB ones (same tokens).
     """
@@ -205,8 +220,14 @@ def _pieces(text: str, size: int = 4 * 1024) -> Iterator[str]:
     while start < len(text):
         end = start + size
         if end < len(text):
-            line_end = text.find("\n", end)
-            end = len(text) if line_end < 0 else line_end + 1
+            line_end = text.find("\n", end, end + size)
+            if line_end >= 0:
+                end = line_end + 1
+            elif end + size >= len(text):
+                end = len(text)
+            else:
+                cut = space_cut(text, start, end + size)
+                end = cut if cut > start else end + size
         yield text[start:end]
         start = end
 

@@ -23,19 +23,13 @@ import torch
 from core import atomic
 from core.chat.generate import Generator
 from core.chat.sampling import SamplingSettings
-from core.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    load_weights,
-    resolve_checkpoint,
-    save_checkpoint,
-    weights_for_saving,
-)
+from core.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
 from core.data.corpus import Corpus
 from core.device import amp_dtype, autocast, out_of_memory_as, pick_device
 from core.errors import SLMError
 from core.evaluate import EvalResult, evaluate_tokens
+from core.listing import resolve_checkpoint
 from core.model import GPT
 from core.optim import lr_factor
 from core.tokenizer.bpe import Tokenizer
@@ -107,8 +101,11 @@ class Trainer:
         if not self.dist.main:
             return  # under torchrun rank 0 reports for all
         if self._metrics_file is not None and not isinstance(event, Progress):
-            self._metrics_file.write(json.dumps(event_to_dict(event)) + "\n")
-            self._metrics_file.flush()
+            try:
+                self._metrics_file.write(json.dumps(event_to_dict(event)) + "\n")
+                self._metrics_file.flush()
+            except OSError as e:
+                raise atomic.disk_error(e, str(self.run_dir / "metrics.jsonl")) from None
         self.on_event(event)
 
     # -- preparation ---------------------------------------------------------------------------

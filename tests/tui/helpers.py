@@ -22,3 +22,12 @@ async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 30.0
         if loop.time() > deadline:
             raise AssertionError("timed out waiting for the studio")
         await pilot.pause(0.05)
+
+
+async def wait_for_dialog(pilot) -> None:
+    """Wait until a dialog is on screen and painted: only then do keys answer it (earlier ones are type-ahead)."""
+    import math
+
+    from tui.screens.modals import Dialog
+
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, Dialog) and pilot.app.screen.shown_at < math.inf)

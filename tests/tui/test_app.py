@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+from textual import events
+
 from core.workspace import load_settings
 from tests.tui.helpers import wait_until
 from tui.app import StudioApp
@@ -73,6 +76,23 @@ async def test_300_random_keys_raise_nothing(workspace) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         for _ in range(300):
             await pilot.press(rng.choice(keys))
+        await pilot.pause()
+        app.bridge.stop()
+        app.bridge.stop_generation()
+        await wait_until(pilot, lambda: not app.bridge.training, timeout=60)
+        assert app.is_running
+
+
+@pytest.mark.parametrize("size", [(40, 12), (200, 60)])
+async def test_bursts_of_random_keys_at_small_and_large_sizes_raise_nothing(workspace, size) -> None:
+    rng = random.Random(size[0])
+    keys = [*"123456", *"abcdgfprsxlyq+-", "enter", "escape", "tab", "up", "down", "space", "f1", "f2", "ctrl+p"]
+    app = StudioApp(workspace)
+    async with app.run_test(size=size) as pilot:
+        for _ in range(20):  # bursts of 10 keys, delivered faster than the studio handles them
+            for key in rng.choices(keys, k=10):
+                app.post_message(events.Key(key, key if len(key) == 1 else None))
+            await pilot.pause(0.1)
         await pilot.pause()
         app.bridge.stop()
         app.bridge.stop_generation()

@@ -19,7 +19,7 @@ from core.config import ModelConfig, TrainConfig
 from core.workspace import Workspace
 from tests.conftest import TINY_MODEL, TINY_TRAIN, make_text
 from tests.core.train.test_sft import write_conversations
-from tests.tui.helpers import wait_until
+from tests.tui.helpers import wait_for_dialog, wait_until
 from tui.app import StudioApp
 from tui.screens.chat import ChatScreen
 from tui.screens.modals import PickScreen
@@ -214,11 +214,13 @@ async def test_models_opens_a_picker_that_switches_and_keeps_the_chat(chat_ws) -
         await write(pilot, "/max 5")
         await send(pilot, screen, "The cat")
         await pilot.press("f2")
-        await wait_until(pilot, lambda: isinstance(app.screen, PickScreen))
+        await wait_for_dialog(pilot)
+        assert isinstance(app.screen, PickScreen)
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is screen)
         await write(pilot, "/models")
-        await wait_until(pilot, lambda: isinstance(app.screen, PickScreen))
+        await wait_for_dialog(pilot)
+        assert isinstance(app.screen, PickScreen)
         labels = [str(o.prompt) for o in app.screen.query_one("#pick").options]
         target = next(i for i, label in enumerate(labels) if label.startswith("other/best"))
         await pilot.press(*["down"] * target, "enter")

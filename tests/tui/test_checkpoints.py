@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 from textual.widgets import DataTable
 
 from core.train.trainer import Trainer
-from tests.tui.helpers import wait_until
+from tests.tui.helpers import wait_for_dialog, wait_until
 from tui.app import StudioApp
 from tui.screens.modals import ConfirmScreen
+from tui.widgets.merge.picker import CheckpointPicker
 
 
 def rows(app) -> list[str]:
@@ -54,13 +58,13 @@ async def test_delete_asks_first(workspace, tiny_configs) -> None:
         await pilot.pause()
         before = rows(app)
         await pilot.press("d")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")
         await pilot.pause()
         assert rows(app) == before
         await pilot.press("d")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         await pilot.press("y")
         await pilot.pause()
         assert len(rows(app)) == len(before) - 1
@@ -93,3 +97,31 @@ async def test_export_writes_the_chosen_format_to_exports(workspace, tiny_config
         await wait_until(pilot, lambda: out.exists() and not app.workers)
         assert out.read_bytes()[:4] == b"GGUF"
         assert any("exported to" in n.message for n in app._notifications)
+
+
+async def test_an_unreadable_checkpoint_has_its_row_and_the_rest_stay_usable(workspace, tiny_configs) -> None:
+    model, train = tiny_configs(max_steps=2, eval_interval=2)
+    Trainer(workspace, "good", model, train).run()
+    shutil.copytree(workspace.run_dir("good"), workspace.run_dir("bad"))
+    meta_path = workspace.run_dir("bad") / "final" / "checkpoint.json"
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["n_layer"] = "x"
+    meta_path.write_text(json.dumps(meta))
+    app = StudioApp(workspace)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("6")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        cells = {str(table.get_row_at(i)[0]): [str(c) for c in table.get_row_at(i)] for i in range(table.row_count)}
+        assert len(cells) == 6 and "unreadable: checkpoint.json: invalid model config" in cells["bad/final"][-1]
+        table.move_cursor(row=list(cells).index("bad/final"))
+        await pilot.press("c")  # chatting with it is refused in a notification; the section stays
+        await pilot.pause()
+        assert app.current_mode == "checkpoints"
+        await pilot.press("4")
+        await pilot.pause()
+        picker = app.screen.query_one(CheckpointPicker)
+        options = [picker.get_option_at_index(i) for i in range(picker.option_count)]
+        bad = [o for o in options if o.value.endswith("bad/final")]
+        assert len(options) == 6 and bad[0].disabled and "unreadable" in str(bad[0].prompt)
+        assert not any(o.disabled for o in options if o not in bad)

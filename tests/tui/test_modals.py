@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from textual import events
 
-from core.checkpoint import list_checkpoints
+from core.listing import list_checkpoints
 from core.train.trainer import Trainer
-from tests.tui.helpers import wait_until
+from tests.tui.helpers import wait_for_dialog, wait_until
 from tests.tui.test_train import fill_tiny_form
 from tui.app import StudioApp
 from tui.screens.help import HelpScreen
@@ -38,6 +38,7 @@ async def test_keys_typed_before_a_confirmation_do_not_answer_it(workspace, tiny
         before = len(list_checkpoints(workspace))
         await burst(pilot, typed("d", "enter", "y"))  # d, then Enter and y within milliseconds
         assert isinstance(app.screen, ConfirmScreen) and len(list_checkpoints(workspace)) == before
+        await wait_for_dialog(pilot)
         await pilot.press("y")  # seen, then answered
         await pilot.pause()
         assert len(list_checkpoints(workspace)) == before - 1
@@ -52,6 +53,7 @@ async def test_a_burst_of_enters_in_a_picker_is_harmless(workspace, tiny_configs
         await wait_until(pilot, lambda: isinstance(app.screen, PickScreen))
         await pilot.pause(0.3)
         assert isinstance(app.screen, PickScreen)  # the Enters came before it was on screen: not an answer
+        await wait_for_dialog(pilot)
         picker, answers = app.screen, []
         picker._result_callbacks[-1].callback = answers.append  # count the answers it gives
         await pilot.press("enter", "enter", "enter")  # now seen: the first picks, the others do nothing
@@ -95,6 +97,7 @@ async def test_every_dialog_ignores_type_ahead_and_answers_once(workspace, modal
         await burst(pilot, early)
         dialog = app.screen
         assert isinstance(dialog, Dialog) and answers == []
+        await wait_for_dialog(pilot)
         await pilot.press(*keys)  # seen: the first key that answers does, the rest are harmless
         await pilot.press("escape", "escape")
         await pilot.pause()

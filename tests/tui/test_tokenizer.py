@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from core.tokenizer.bpe import Tokenizer
 from core.workspace import Workspace
-from tests.tui.helpers import type_into, wait_until
+from tests.tui.helpers import type_into, wait_for_dialog, wait_until
 from tui.app import StudioApp
 from tui.widgets.tokenizer.token_view import TokenView
 
@@ -68,7 +68,7 @@ async def test_a_saved_tokenizer_can_be_loaded_and_unset(workspace: Workspace, t
     async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
         app = pilot.app
         await pilot.press("2", "l")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.tokenizer_path == named)
         await wait_until(pilot, lambda: "fixture: 320 tokens" in shown(app, "#tok-result"))

@@ -6,9 +6,9 @@ import json
 import socket
 import time
 
-from core.checkpoint import list_checkpoints
+from core.listing import list_checkpoints
 from core.train.trainer import Trainer
-from tests.tui.helpers import type_into, wait_until
+from tests.tui.helpers import type_into, wait_for_dialog, wait_until
 from tui.app import StudioApp
 from tui.screens.modals import ConfirmScreen, PickScreen
 from tui.widgets.train.loss_plot import LossPlot
@@ -96,13 +96,13 @@ async def test_quitting_while_training_asks_and_saves(workspace) -> None:
         await pilot.press("s")
         await wait_until(pilot, lambda: len(app.bridge.history.steps) >= 2)
         await pilot.press("ctrl+q")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")  # cancel: the run goes on
         await pilot.pause()
         assert app.bridge.training
         await pilot.press("ctrl+q")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         await pilot.press("y")
         await wait_until(pilot, lambda: not app.bridge.training)
     latest = [e for e in list_checkpoints(workspace) if e.kind == "latest"]
@@ -115,7 +115,7 @@ async def test_attach_follows_a_headless_run(workspace, tiny_configs) -> None:
     app = StudioApp(workspace)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("3", "escape", "a")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         assert isinstance(app.screen, PickScreen)
         await pilot.press("enter")
         await wait_until(pilot, lambda: len(app.bridge.history.steps) == 40)
@@ -134,7 +134,7 @@ async def test_an_attached_run_whose_process_died_reads_as_killed(workspace, tin
     app = StudioApp(workspace)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("3", "escape", "a")
-        await pilot.pause()
+        await wait_for_dialog(pilot)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.bridge.history.end is not None)
         assert app.bridge.history.end.reason == "killed" and app.bridge.history.end.step == 40

@@ -7,7 +7,9 @@ its events as text. Errors the user can fix (`SLMError`) print as one line and e
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 from tui.cli.data import cmd_data, cmd_tokenize
 from tui.cli.merge import cmd_branch, cmd_merge, cmd_pipeline
@@ -49,7 +51,15 @@ COMMANDS = {
 # --- entry point ------------------------------------------------------------------------------------
 
 
+def ignore_file_size_signal() -> None:
+    """Over a file-size limit (`ulimit -f`) SIGXFSZ kills a process mid-write; ignored, the write fails with EFBIG
+    and the engine says so in one line (the previous checkpoint intact)."""
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
+    ignore_file_size_signal()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -29,7 +29,7 @@ SLM = [sys.executable, "-m", "tui.cli"]  # the command a branch process runs `sl
 
 
 def cmd_merge(args: argparse.Namespace, ws) -> None:
-    from core.checkpoint import resolve_checkpoint
+    from core.listing import resolve_checkpoint
     from core.workspace import default_run_name
 
     paths = [resolve_checkpoint(ws, ref) for ref in args.checkpoints]
@@ -40,7 +40,7 @@ def cmd_merge(args: argparse.Namespace, ws) -> None:
 
 def print_merged(path: Path) -> None:
     """What was merged, how, and into which checkpoint; warnings (a forced merge) on stderr."""
-    from core.checkpoint import label, read_meta
+    from core.listing import label, read_meta
     from core.merge.weights import shares
 
     record = read_meta(path)["merge"]
@@ -53,7 +53,7 @@ def print_merged(path: Path) -> None:
 
 
 def cmd_branch(args: argparse.Namespace, ws) -> None:
-    from core.checkpoint import resolve_checkpoint
+    from core.listing import resolve_checkpoint
     from core.merge.branches import plan_branches
 
     ws.ensure()
@@ -91,7 +91,7 @@ class PipelinePrinter:
         self.due = time.monotonic() + every_s
 
     def __call__(self, event) -> None:
-        from core.checkpoint import read_meta
+        from core.listing import read_meta
         from core.merge.branches import JobStarted
 
         if isinstance(event, StageSkipped):

@@ -15,7 +15,7 @@ from tui.format import clip, size
 def cmd_generate(args: argparse.Namespace, ws) -> None:
     from core.chat.generate import Generator
     from core.chat.sampling import SamplingSettings
-    from core.checkpoint import resolve_checkpoint
+    from core.listing import resolve_checkpoint
 
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
@@ -62,8 +62,8 @@ def _stream(gen, prompt: str, settings, no_cache: bool, chat: bool = False) -> N
 
 def cmd_eval(args: argparse.Namespace, ws) -> None:
     from core.chat.generate import Generator
-    from core.checkpoint import resolve_checkpoint
     from core.evaluate import evaluate_file
+    from core.listing import resolve_checkpoint
 
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
@@ -73,14 +73,17 @@ def cmd_eval(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_checkpoints(args: argparse.Namespace, ws) -> None:
-    from core.checkpoint import list_checkpoints
+    from core.listing import list_checkpoints
 
-    entries = list_checkpoints(ws)
+    entries = list_checkpoints(ws, unreadable=True)
     if not entries:
         print(f"no checkpoints in {ws.checkpoints_dir}: train one with `slm train`")
         return
     print(f"{'checkpoint':<40} {'step':>7} {'val loss':>9} {'bits/byte':>9} {'params':>8}  {'created':<19}  from")
     for e in entries:
+        if e.error:  # a damaged checkpoint gets its row and its reason; the others stay usable
+            print(f"{e.run + '/' + e.kind:<40} unreadable: {e.error}")
+            continue
         loss = f"{e.val_loss:.4f}" if e.val_loss is not None else "-"
         bpb = f"{e.val_bpb:.3f}" if e.val_bpb is not None else "-"
         print(
@@ -105,8 +108,8 @@ def cmd_presets(args: argparse.Namespace, ws) -> None:
 
 
 def cmd_export(args: argparse.Namespace, ws) -> None:
-    from core.checkpoint import resolve_checkpoint
     from core.export.formats import export_checkpoint
+    from core.listing import resolve_checkpoint
 
     path = resolve_checkpoint(ws, args.checkpoint)
     out = export_checkpoint(path, args.format, args.out, args.dtype)
@@ -124,7 +127,7 @@ def cmd_import(args: argparse.Namespace, ws) -> None:
 def cmd_serve(args: argparse.Namespace, ws) -> None:
     from core.chat.generate import Generator
     from core.chat.serve import ServeLimits, create_app, run_server
-    from core.checkpoint import label, resolve_checkpoint
+    from core.listing import label, resolve_checkpoint
 
     api_key = args.api_key or os.environ.get("SLM_API_KEY") or None
     path = resolve_checkpoint(ws, args.checkpoint)

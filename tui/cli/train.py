@@ -253,8 +253,8 @@ def cmd_dpo(args: argparse.Namespace, ws) -> None:
 
 def _tune(args: argparse.Namespace, ws, trainer_class, defaults: dict, prefix: str, data: list[str], **extra):
     """Tune `--from` (default: the newest checkpoint) with a Trainer subclass, or resume `--resume`."""
-    from core.checkpoint import read_meta, resolve_checkpoint
     from core.config import ModelConfig, TrainConfig
+    from core.listing import read_meta, resolve_checkpoint
     from core.train.objectives import resume_run
     from core.workspace import default_run_name
 

@@ -30,9 +30,9 @@ from core.chat.session import (
     rating_value,
     reply_stats,
 )
-from core.checkpoint import label, list_checkpoints, resolve_checkpoint
 from core.config import count_params
 from core.errors import SLMError
+from core.listing import label, list_checkpoints, resolve_checkpoint
 from tui.format import clip, count
 from tui.messages import GenerationDone, GenerationText, JobDone, JobFailed, JobProgress, ModelLoaded
 from tui.screens.modals import PickScreen

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from core.checkpoint import CheckpointEntry, list_checkpoints
+from core.listing import CheckpointEntry, list_checkpoints
 from tui.messages import JobDone, TrainingFinished
 from tui.screens.modals import ConfirmScreen
 
@@ -58,8 +60,11 @@ class CheckpointsScreen(Screen):
         table = self.query_one(DataTable)
         row = table.cursor_row
         table.clear()
-        self.entries = list_checkpoints(self.app.workspace)
+        self.entries = list_checkpoints(self.app.workspace, unreadable=True)
         for e in self.entries:
+            if e.error:  # its row says why; the others stay usable
+                table.add_row(f"{e.run}/{e.kind}", *["-"] * (len(COLUMNS) - 2), Text(f"unreadable: {e.error}"))
+                continue
             table.add_row(
                 f"{e.run}/{e.kind}",
                 str(e.step),
@@ -71,19 +76,34 @@ class CheckpointsScreen(Screen):
             )
         if self.entries:
             table.move_cursor(row=min(row, len(self.entries) - 1))
-        detail = self.query_one("#checkpoints-detail", Static)
-        detail.update(
-            "c chat · r resume · f fine-tune · e export · d delete"
-            if self.entries
-            else "no checkpoints yet: train a run in section 3 (or with `slm train`)"
-        )
+        self.show_detail()
 
-    def selected(self) -> CheckpointEntry | None:
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_detail()
+
+    def show_detail(self) -> None:
+        """The keys, or the whole reason an unreadable checkpoint under the cursor cannot be read."""
+        row = self.query_one(DataTable).cursor_row
+        entry = self.entries[row] if 0 <= row < len(self.entries) else None
+        if entry is not None and entry.error:
+            text = f"{entry.run}/{entry.kind} is unreadable: {entry.error} · d deletes it"
+        elif self.entries:
+            text = "c chat · r resume · f fine-tune · e export · d delete"
+        else:
+            text = "no checkpoints yet: train a run in section 3 (or with `slm train`)"
+        self.query_one("#checkpoints-detail", Static).update(Content(text))
+
+    def selected(self, readable: bool = True) -> CheckpointEntry | None:
+        """The checkpoint under the cursor; with `readable`, only one that can be loaded (else a notification)."""
         table = self.query_one(DataTable)
         if not self.entries or table.cursor_row < 0:
             self.notify("no checkpoint selected", severity="warning")
             return None
-        return self.entries[min(table.cursor_row, len(self.entries) - 1)]
+        entry = self.entries[min(table.cursor_row, len(self.entries) - 1)]
+        if readable and entry.error:
+            self.notify(f"{entry.run}/{entry.kind} is unreadable: {entry.error}", severity="error", markup=False)
+            return None
+        return entry
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_chat()
@@ -93,7 +113,7 @@ class CheckpointsScreen(Screen):
             await self.app.chat_with(entry.path)
 
     async def action_resume(self) -> None:
-        if entry := self.selected():
+        if entry := self.selected(readable=False):  # resuming reads the run's `latest`, which may be fine
             await self.app.resume_run(entry.run)
 
     async def action_fine_tune(self) -> None:
@@ -105,7 +125,7 @@ class CheckpointsScreen(Screen):
             self.app.export_checkpoint(entry.path)
 
     def action_delete(self) -> None:
-        entry = self.selected()
+        entry = self.selected(readable=False)
         if entry is None:
             return
         bridge = self.app.bridge
@@ -116,6 +136,7 @@ class CheckpointsScreen(Screen):
         def answer(confirmed: bool | None) -> None:
             if confirmed:
                 shutil.rmtree(entry.path, ignore_errors=True)
+                shutil.rmtree(entry.path.with_name(f".{entry.path.name}.old"), ignore_errors=True)  # a crash's copy
                 self.notify(f"deleted {entry.run}/{entry.kind}")
                 self.action_reload()
 

@@ -17,8 +17,8 @@ from textual.screen import Screen
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Select, SelectionList, Static
 from textual.worker import Worker
 
-from core.checkpoint import label, list_checkpoints, read_meta
 from core.errors import SLMError
+from core.listing import label, list_checkpoints, read_meta
 from core.merge.compare import evaluate_checkpoints
 from core.merge.weights import METHODS, check_compatible, load_header, merge_checkpoints, normalised, shares
 from core.workspace import Workspace
@@ -221,14 +221,15 @@ class MergeScreen(Screen):
         return True
 
     def action_reload(self) -> None:
-        entries = list_checkpoints(self.app.workspace)
+        entries = list_checkpoints(self.app.workspace, unreadable=True)  # an unreadable one shows why
         picker = self.query_one(CheckpointPicker)
-        if [str(e.path) for e in entries] != [picker.get_option_at_index(i).value for i in range(picker.option_count)]:
+        if tuple((str(e.path), e.error) for e in entries) != picker.listed:
             picker.show(entries)
+            readable = [str(e.path) for e in entries if not e.error]
             base = self.query_one("#merge-base", Select)
             chosen = base.value
-            base.set_options((label(e.path), str(e.path)) for e in entries)
-            if chosen in {str(e.path) for e in entries}:
+            base.set_options((label(Path(p)), p) for p in readable)
+            if chosen in readable:
                 base.value = chosen
         if not entries:
             self.show_verdict("no checkpoints yet: train a run in section 3, then branch it with `--from`", "muted")

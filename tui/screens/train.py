@@ -224,7 +224,7 @@ class TrainScreen(Screen):
         plot.replot()
 
     def action_attach(self) -> None:
-        from core.checkpoint import run_dirs
+        from core.listing import run_dirs
 
         runs = [(str(p), p.name) for p in run_dirs(self.app.workspace) if (p / "metrics.jsonl").exists()]
         if not runs:

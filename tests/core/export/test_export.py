@@ -190,6 +190,8 @@ def test_import_refuses_what_it_cannot_represent(tmp_path, workspace, tokenizer_
         ({"attention_bias": True}, "biases"),
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "RoPE scaling"),
         ({"num_hidden_layers": None}, "num_hidden_layers"),
+        ({"rms_norm_eps": "tiny"}, "cannot be read"),
+        ({"hidden_size": "big"}, r"cannot be read|hidden_size|n_embd"),
     ]:
         (hf_dir / "config.json").write_text(json.dumps({k: v for k, v in {**base, **extra}.items() if v is not None}))
         with pytest.raises(SLMError, match=message):
@@ -238,3 +240,17 @@ def test_export_declares_the_end_tokens_generation_stops_at() -> None:
     config = ModelConfig(**TINY_MODEL)
     assert llama_config(config, imported, "float32")["eos_token_id"] == imported.hf.token_to_id("</s>")
     assert llama_config(config, ours, "float32")["eos_token_id"] == [ours.eot_id, ours.special_ids["<|end|>"]]
+
+
+@pytest.mark.parametrize("dtype", ["f16", "q8_0"])
+def test_weights_beyond_f16_are_refused_not_turned_into_inf(tmp_path, tokenizer_file, dtype):
+    path = make_checkpoint(tmp_path / "run" / "final", tokenizer_file)
+    state = load_checkpoint(path)
+    state.state["blocks.0.mlp.down.weight"][0, 0] = 1e6
+    meta = {**state.meta, "model": to_dict(state.config)}
+    save_checkpoint(path, state.state, meta, state.tokenizer)
+    fmt, out = ("hf", tmp_path / "hf") if dtype == "f16" else ("gguf", tmp_path / "m.gguf")
+    with pytest.raises(SLMError, match=r"beyond what .* can hold: export as f32"):
+        export_checkpoint(path, fmt, out, dtype)
+    assert not out.exists()
+    assert export_checkpoint(path, fmt, out, "f32") == out

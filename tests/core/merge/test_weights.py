@@ -9,9 +9,10 @@ import torch
 
 from core.chat.generate import Generator
 from core.chat.sampling import SamplingSettings
-from core.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, weights_for_saving
+from core.checkpoint import load_checkpoint, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, to_dict
 from core.errors import SLMError
+from core.listing import list_checkpoints
 from core.merge.compare import evaluate_checkpoints
 from core.merge.weights import (
     METHODS,

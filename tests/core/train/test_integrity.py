@@ -237,3 +237,13 @@ def test_a_tuning_run_starts_over_with_its_recorded_dialog(workspace, tiny_confi
     assert end.reason == "finished" and end.step == 6
     run = json.loads((workspace.run_dir("tune") / "run.json").read_text())
     assert run["objective"] == "sft" and run["dialog"]["user"] == "Q:" and run["data"]["train_conversations"] > 0
+
+
+@pytest.mark.parametrize("damage", [{"model": None}, {"train": [1]}, {"objective": ["lm"]}])
+def test_a_damaged_run_json_is_one_line_on_resume(workspace, tiny_configs, damage) -> None:
+    model, train = tiny_configs(max_steps=6)
+    Trainer(workspace, "hurt", model, train).run()
+    path = workspace.run_dir("hurt") / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
+    with pytest.raises(SLMError, match=r"run\.json is damaged|does not know"):
+        resume_run(workspace, "hurt")

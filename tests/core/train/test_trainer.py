@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from core import checkpoint as checkpoint_module
-from core.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint
+from core.checkpoint import load_checkpoint
 from core.errors import SLMError
+from core.listing import list_checkpoints, resolve_checkpoint
 from core.train.events import Control, EvalMetrics, RunEnded, StepMetrics, event_from_dict
 from core.train.objectives import resume_run
 from core.train.trainer import Trainer
