@@ -346,7 +346,8 @@ class Trainer:
 
     def run(self) -> RunEnded:
         """Prepare and train until a limit, early stopping, a stop request or an error."""
-        self.prepare()
+        with out_of_memory_as(failures.out_of_memory_advice(self.cfg, self.objective)):  # e.g. DPO's reference pass
+            self.prepare()
         try:
             if not self.dist.main:
                 return self._run_loop()
@@ -376,7 +377,8 @@ class Trainer:
             )
         )
         try:
-            end = self._loop()
+            with out_of_memory_as(failures.out_of_memory_advice(self.cfg, self.objective)):  # evals, samples
+                end = self._loop()
         except BaseException as e:
             reason = "nan" if isinstance(e, failures.NotFinite) else "error"
             self.emit(RunEnded(self.step, reason, self._best(), str(e) or type(e).__name__))

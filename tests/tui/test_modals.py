@@ -86,19 +86,18 @@ MODALS = {
 
 
 @pytest.mark.parametrize("modal", MODALS)
-@pytest.mark.parametrize("keys", [("enter", "enter"), ("y", "enter"), ("escape", "escape"), ("enter", "escape", "y")])
-async def test_every_dialog_ignores_type_ahead_and_answers_once(workspace, modal, keys) -> None:
+async def test_every_dialog_ignores_type_ahead_and_answers_once(workspace, modal) -> None:
     app = StudioApp(workspace)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        answers: list = []
-        early = typed(*keys)  # typed before the dialog appears
-        app.push_screen(MODALS[modal](), answers.append)
-        await burst(pilot, early)
-        dialog = app.screen
-        assert isinstance(dialog, Dialog) and answers == []
-        await wait_for_dialog(pilot)
-        await pilot.press(*keys)  # seen: the first key that answers does, the rest are harmless
-        await pilot.press("escape", "escape")
-        await pilot.pause()
-        assert len(answers) == 1 and not isinstance(app.screen, Dialog) and app.screen.is_attached
+        for keys in [("enter", "enter"), ("y", "enter"), ("escape", "escape"), ("enter", "escape", "y")]:
+            answers: list = []
+            early = typed(*keys)  # typed before the dialog appears
+            app.push_screen(MODALS[modal](), answers.append)
+            await burst(pilot, early)
+            assert isinstance(app.screen, Dialog) and answers == [], keys
+            await wait_for_dialog(pilot)
+            await pilot.press(*keys)  # seen: the first key that answers does, the rest are harmless
+            await pilot.press("escape", "escape")
+            await pilot.pause()
+            assert len(answers) == 1 and not isinstance(app.screen, Dialog) and app.screen.is_attached, keys

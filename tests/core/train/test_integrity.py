@@ -247,3 +247,14 @@ def test_a_damaged_run_json_is_one_line_on_resume(workspace, tiny_configs, damag
     path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
     with pytest.raises(SLMError, match=r"run\.json is damaged|does not know"):
         resume_run(workspace, "hurt")
+
+
+def test_out_of_memory_while_evaluating_is_one_line(workspace, tiny_configs, monkeypatch) -> None:
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_module, "evaluate_tokens", full)
+    model, train = tiny_configs(max_steps=6)
+    with pytest.raises(SLMError, match=r"^out of memory at batch size 4") as e:
+        Trainer(workspace, "oom-eval", model, train).run()
+    assert "\n" not in str(e.value)
