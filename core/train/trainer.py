@@ -350,13 +350,16 @@ class Trainer:
             self.prepare()
         try:
             if not self.dist.main:
-                return self._run_loop()
-            with Heartbeat(self.run_dir), open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
-                self._metrics_file = metrics
-                try:
-                    return self._run_loop()
-                finally:
-                    self._metrics_file = None
+                end = self._run_loop()
+            else:
+                with Heartbeat(self.run_dir), open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+                    self._metrics_file = metrics
+                    try:
+                        end = self._run_loop()
+                    finally:
+                        self._metrics_file = None
+            self.dist.barrier()  # all ranks done before the group goes: a broadcast's sender can finish first
+            return end
         finally:
             self.dist.close()
 
