@@ -16,6 +16,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,11 +211,16 @@ def _check_header(path: Path, file: Path, config: ModelConfig) -> dict[str, tupl
     return expected
 
 
-def _finite(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether no floating-point tensor among `tensors` holds nan or inf."""
     import torch
 
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+def _finite(path: Path, tensors: dict[str, torch.Tensor], what: str) -> None:
     for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        if not all_finite([t]):
             raise Unreadable(path, f"{what} {name} holds nan or inf")
 
 

@@ -90,13 +90,14 @@ def type_problem(value: Any, hint: Any) -> str | None:
 
 
 @functools.cache
-def _hints(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
+    """The resolved type of each field of a dataclass (its annotations are strings), worked out once."""
     return typing.get_type_hints(cls)
 
 
 def check_types(config: Any, what: str) -> None:
     """Refuse a field of a config dataclass whose value is not of its declared type (SLMError naming it)."""
-    hints = _hints(type(config))
+    hints = field_types(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if problem := type_problem(value, hints[f.name]):

@@ -7,26 +7,18 @@ import asyncio
 from collections.abc import Callable
 from functools import partial
 
-from textual.await_complete import AwaitComplete
 from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
 
 from core.listing import list_checkpoints
+from tui.screens.modals import AnswersOnce
 from tui.sections import SECTIONS
 
 Entry = tuple[str, Callable[[], object], str]
 
 
-class Palette(CommandPalette):
+class Palette(AnswersOnce, CommandPalette):
     """Textual's command palette, dismissed once (a second Enter or Escape of a burst does not pop the screen
     below), and paging its list while results arrive does not crash."""
-
-    closed = False
-
-    def dismiss(self, result: object = None) -> AwaitComplete:
-        if self.closed:
-            return AwaitComplete()
-        self.closed = True
-        return super().dismiss(result)
 
     def _action_command_list(self, action: str) -> None:
         try:

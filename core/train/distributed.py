@@ -9,6 +9,7 @@ global batch; rank 0 alone writes metrics and checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -123,6 +124,15 @@ def shard_model(model: torch.nn.Module) -> None:
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model, reshard_after_forward=True)  # else evaluation leaves the root's weights whole
+
+
+def gradient_sync(model: torch.nn.Module, active: bool, sharded: bool, sync: bool) -> contextlib.AbstractContextManager:
+    """Where gradients are averaged across ranks: only on the last micro-step (`sync`) of an accumulation. `model`
+    is what trains: the DDP wrapper, or the FSDP-sharded model itself."""
+    if sharded:
+        model.set_requires_gradient_sync(sync or not active)
+        return contextlib.nullcontext()
+    return contextlib.nullcontext() if sync or not active else model.no_sync()
 
 
 def gather_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:

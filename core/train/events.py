@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-import types
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from core.config import field_types, type_problem
 
 
 @dataclass
@@ -131,21 +131,6 @@ def event_to_dict(event: Any) -> dict[str, Any]:
     return {"event": type(event).__name__, "time": round(time.time(), 3), **asdict(event)}
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a JSON value has the type a field declares (an int is a float; a bool is not a number)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in typing.get_args(hint))
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, typing.get_origin(hint) or hint)
-
-
 def event_from_dict(data: Any) -> Any | None:
     """Rebuild an event from its JSON form; None for anything else: an unknown event (a newer writer), a line that
     is not an object, a missing field, or a field of the wrong type (a damaged file)."""
@@ -154,9 +139,9 @@ def event_from_dict(data: Any) -> Any | None:
     cls = EVENT_TYPES.get(str(data.get("event")))
     if cls is None:
         return None
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-    if not all(_fits(value, hints[name]) for name, value in values.items()):
+    if any(type_problem(value, hints[name]) for name, value in values.items()):
         return None
     try:
         return cls(**values)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
 from pathlib import Path
-
-import torch
 
 from core import atomic
 from core.config import TrainConfig
@@ -19,11 +16,6 @@ from core.train.state import has_checkpoint
 
 class NotFinite(SLMError):
     """Training met nan or inf (in the loss, the gradients or the weights): none of it was applied or saved."""
-
-
-def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
-    """Whether no floating-point tensor among `tensors` holds nan or inf."""
-    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
 
 
 def not_finite(loss: float, grad_norm: float, scaled: bool) -> str | None:

@@ -81,18 +81,46 @@ def encode_corpus(
         raise SLMError("the tokenizer has no <|endoftext|> token to separate documents")
     key_dir = Path(cache_dir) / cache_key(corpus, tokenizer, val_fraction, seed)
     dtype = token_dtype(tokenizer.vocab_size)
-    if meta := _cached(key_dir, dtype):  # a damaged cache entry is encoded again
-        return TokenData(
-            TokenFile(key_dir / "train.bin", meta["dtype"], meta["train_tokens"]),
-            TokenFile(key_dir / "val.bin", meta["dtype"], meta["val_tokens"]),
-            corpus.fingerprint(),
-            tokenizer.hash,
+    meta = _cached(key_dir, dtype)  # a damaged cache entry is encoded again
+    if meta is None:
+        meta = _encode_into(key_dir, corpus, tokenizer, dtype, val_fraction, seed, on_progress, cancelled)
+    data = TokenData(
+        TokenFile(key_dir / "train.bin", meta["dtype"], meta["train_tokens"]),
+        TokenFile(key_dir / "val.bin", meta["dtype"], meta["val_tokens"]),
+        corpus.fingerprint(),
+        tokenizer.hash,
+    )
+    if data.train.tokens == 0 or data.val.tokens == 0:
+        raise SLMError(
+            f"the split left {data.train.tokens} training and {data.val.tokens} validation tokens: add text "
+            "or change --val-fraction"
         )
+    return data
+
+
+def _encode_into(
+    key_dir: Path,
+    corpus: Corpus,
+    tokenizer: Tokenizer,
+    dtype: np.dtype,
+    val_fraction: float,
+    seed: int,
+    on_progress: ProgressFn | None,
+    cancelled: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    """Write the cache entry `key_dir` (built aside, then renamed into place); returns its meta.json."""
     tmp = key_dir.with_name(key_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        counts = _write_tokens(corpus, tokenizer, tmp, dtype, val_fraction, seed, on_progress, cancelled)
+        with contextlib.ExitStack() as stack:
+            files = {side: stack.enter_context(open(tmp / f"{side}.bin", "wb")) for side in ("train", "val")}
+            counts = _write_splits(corpus, tokenizer, files, dtype, val_fraction, seed, on_progress, cancelled)
+            for f in files.values():
+                f.flush()
+                os.fsync(f.fileno())
+        if on_progress:
+            on_progress("encode", corpus.total_bytes, corpus.total_bytes)
         meta = {"dtype": dtype.name, "train_tokens": counts["train"], "val_tokens": counts["val"]}
         atomic.write_json(tmp / "meta.json", meta)
         shutil.rmtree(key_dir, ignore_errors=True)
@@ -103,18 +131,7 @@ def encode_corpus(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    data = TokenData(
-        TokenFile(key_dir / "train.bin", dtype.name, counts["train"]),
-        TokenFile(key_dir / "val.bin", dtype.name, counts["val"]),
-        corpus.fingerprint(),
-        tokenizer.hash,
-    )
-    if data.train.tokens == 0 or data.val.tokens == 0:
-        raise SLMError(
-            f"the split left {data.train.tokens} training and {data.val.tokens} validation tokens: add text "
-            "or change --val-fraction"
-        )
-    return data
+    return meta
 
 
 def _cached(key_dir: Path, dtype: np.dtype) -> dict[str, Any] | None:
@@ -130,27 +147,6 @@ def _cached(key_dir: Path, dtype: np.dtype) -> dict[str, Any] | None:
     if not all(type(n) is int and n * dtype.itemsize == size for n, size in zip(counts, sizes.values(), strict=True)):
         return None
     return meta
-
-
-def _write_tokens(
-    corpus: Corpus,
-    tokenizer: Tokenizer,
-    out: Path,
-    dtype: np.dtype,
-    val_fraction: float,
-    seed: int,
-    on_progress: ProgressFn | None,
-    cancelled: Callable[[], bool] | None,
-) -> dict[str, int]:
-    with contextlib.ExitStack() as stack:
-        files = {side: stack.enter_context(open(out / f"{side}.bin", "wb")) for side in ("train", "val")}
-        counts = _write_splits(corpus, tokenizer, files, dtype, val_fraction, seed, on_progress, cancelled)
-        for f in files.values():
-            f.flush()
-            os.fsync(f.fileno())
-    if on_progress:
-        on_progress("encode", corpus.total_bytes, corpus.total_bytes)
-    return counts
 
 
 def _write_splits(

@@ -9,7 +9,6 @@ bit the run that was never stopped (for runs limited by steps or tokens, not by 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,7 +22,7 @@ import torch
 from core import atomic
 from core.chat.generate import Generator
 from core.chat.sampling import SamplingSettings
-from core.checkpoint import Checkpoint, load_checkpoint, load_weights, save_checkpoint, weights_for_saving
+from core.checkpoint import Checkpoint, all_finite, load_checkpoint, load_weights, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
 from core.data.corpus import Corpus
 from core.device import amp_dtype, autocast, out_of_memory_as, pick_device
@@ -35,7 +34,7 @@ from core.optim import lr_factor
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.named import train_on_corpus
 from core.train import failures, state
-from core.train.distributed import Dist, gather_weights, shard_model
+from core.train.distributed import Dist, gather_weights, gradient_sync, shard_model
 from core.train.events import (
     CheckpointSaved,
     Control,
@@ -94,6 +93,7 @@ class Trainer:
         self.best_val = math.inf
         self.evals_since_best = 0
         self.last_metrics: dict[str, float] = {}
+        self._oom_advice = failures.out_of_memory_advice(train, self.objective)  # worked out once, not per step
 
     # -- events --------------------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ class Trainer:
             trainer_json, trainer_tensors = self._trainer_state()
         gathered = gather_weights(self.model) if self.cfg.shard else None
         weights = weights_for_saving(self.model, gathered) if self.dist.main else {}
-        if not self.dist.share(failures.all_finite([*weights.values(), *(trainer_tensors or {}).values()])):
+        if not self.dist.share(all_finite([*weights.values(), *(trainer_tensors or {}).values()])):
             raise self._not_finite(f"the weights hold nan or inf at step {self.step} ({kind} not saved)")
         if not self.dist.main:
             return
@@ -346,7 +346,7 @@ class Trainer:
 
     def run(self) -> RunEnded:
         """Prepare and train until a limit, early stopping, a stop request or an error."""
-        with out_of_memory_as(failures.out_of_memory_advice(self.cfg, self.objective)):  # e.g. DPO's reference pass
+        with out_of_memory_as(self._oom_advice):  # e.g. DPO's reference pass
             self.prepare()
         try:
             if not self.dist.main:
@@ -380,7 +380,7 @@ class Trainer:
             )
         )
         try:
-            with out_of_memory_as(failures.out_of_memory_advice(self.cfg, self.objective)):  # evals, samples
+            with out_of_memory_as(self._oom_advice):  # evals and samples too
                 end = self._loop()
         except BaseException as e:
             reason = "nan" if isinstance(e, failures.NotFinite) else "error"
@@ -472,10 +472,14 @@ class Trainer:
             for group in opt.param_groups:
                 base = cfg.muon_lr if isinstance(opt, torch.optim.Muon) else cfg.lr
                 group["lr"] = base * lr / cfg.lr
-        with out_of_memory_as(failures.out_of_memory_advice(cfg, self.objective)):
+        with out_of_memory_as(self._oom_advice):
             total = torch.zeros((), device=self.device)
+            syncing = self.model if cfg.shard else self.train_model  # FSDP's own module, or the DDP wrapper
             for micro in range(cfg.grad_accum):
-                with self._gradient_sync(micro == cfg.grad_accum - 1), autocast(self.device, self.amp):
+                with (
+                    gradient_sync(syncing, self.dist.active, cfg.shard, micro == cfg.grad_accum - 1),
+                    autocast(self.device, self.amp),
+                ):
                     loss = self._batch_loss() / cfg.grad_accum
                     total += loss.detach()
                     (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -502,17 +506,6 @@ class Trainer:
     def _not_finite(self, what: str) -> failures.NotFinite:
         fp32 = " or use --precision fp32" if self.amp else ""
         return failures.NotFinite(f"{what}: lower --lr{fp32}; {failures.last_good(self.run_dir, self.run_name)}")
-
-    def _gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager:
-        """Under torchrun, average gradients across ranks only on the last micro-step of an accumulation."""
-        if not self.dist.active or sync:
-            if self.cfg.shard:
-                self.model.set_requires_gradient_sync(True)
-            return contextlib.nullcontext()
-        if self.cfg.shard:
-            self.model.set_requires_gradient_sync(False)
-            return contextlib.nullcontext()
-        return self.train_model.no_sync()
 
     def _batch_loss(self) -> torch.Tensor:
         """The loss of the next micro-batch."""

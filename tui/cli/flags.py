@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from core.config import field_types
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -45,7 +47,7 @@ def _kind(hint: Any) -> tuple[type, tuple[str, ...] | None, bool]:
 
 def config_flags(cls: type, names: list[str] | None = None) -> list[Flag]:
     """The flags of a config dataclass (those of `names` only, in their order, when given)."""
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     flags = {}
     for f in dataclasses.fields(cls):
         if "help" not in f.metadata:

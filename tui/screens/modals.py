@@ -23,12 +23,23 @@ from textual.widgets.option_list import Option
 T = TypeVar("T")
 
 
-class Dialog(ModalScreen[T]):
+class AnswersOnce:
+    """A screen mixin: the first `dismiss` closes it, later ones (the rest of a burst of keys) do nothing."""
+
+    answered = False
+
+    def dismiss(self, result: object = None) -> AwaitComplete:
+        if self.answered:
+            return AwaitComplete()
+        self.answered = True
+        return super().dismiss(result)
+
+
+class Dialog(AnswersOnce, ModalScreen[T]):
     """A modal screen that answers once, and only to keys pressed after it was shown."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.answered = False
         self.shown_at = math.inf  # when it was first painted (Textual's event clock: time.monotonic)
 
     def on_mount(self) -> None:
@@ -40,12 +51,6 @@ class Dialog(ModalScreen[T]):
     def typed_before_shown(self, event: events.Event) -> bool:
         """Whether a key was typed before this dialog could be seen (the app drops such keys)."""
         return isinstance(event, events.Key) and event.time < self.shown_at
-
-    def dismiss(self, result: T | None = None) -> AwaitComplete:
-        if self.answered:
-            return AwaitComplete()
-        self.answered = True
-        return super().dismiss(result)
 
 
 class ConfirmScreen(Dialog[bool]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
 from textual import on
 from textual.app import ComposeResult
@@ -14,7 +15,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, ProgressBar, RichLog, Select, Static
 
-from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory
+from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimate_memory, field_types
 from core.errors import SLMError
 from core.train.monitor import RunHistory
 from core.workspace import default_run_name
@@ -44,6 +45,12 @@ FIELDS: list[tuple[str, str, str]] = [
 PLOT_INTERVAL = 2.0
 PLOT_BUDGET = 0.01
 CONFIG_FIELDS = {"model": {f.name: f for f in fields(ModelConfig)}, "train": {f.name: f for f in fields(TrainConfig)}}
+DECIMALS = {
+    name
+    for cls in (ModelConfig, TrainConfig)
+    for name, hint in field_types(cls).items()
+    if float in (hint, *get_args(hint))
+}
 
 
 class TrainScreen(Screen):
@@ -136,7 +143,7 @@ class TrainScreen(Screen):
                     target[name] = None
                 continue
             try:
-                target[name] = float(text) if "float" in str(config_field.type) else int(text)
+                target[name] = float(text) if name in DECIMALS else int(text)
             except ValueError:
                 raise SLMError(f"{label} must be a number, not {text!r}") from None
         train["optimizer"] = str(self.query_one("#optimizer", Select).value)

@@ -4,6 +4,8 @@ import codecs
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -189,18 +191,43 @@ def test_a_folder_that_cannot_be_listed_is_named(workspace, monkeypatch) -> None
     assert [f.path for f in corpus.files] == ["b.md", "stories/a.txt"]
 
 
-def test_an_unreadable_folder_is_named(workspace) -> None:
-    locked = workspace.data_dir / "locked"
-    locked.mkdir()
-    (locked / "secret.txt").write_text("unseen\n")
-    locked.chmod(0)
+def unreadable_folder_problems(base: Path) -> dict[str, str | None]:
+    """The problems Corpus.scan names in `base`, as a user who cannot read a chmod 000 folder sees them: root
+    reads it anyway, so as root the scan runs in a forked child that has become `nobody` first."""
+    if os.geteuid() != 0:
+        return {p.path: p.error for p in Corpus.scan(base).problems}
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: drop root, scan, report, leave without running pytest's teardown
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            problems = {p.path: p.error for p in Corpus.scan(base).problems}
+            os.write(write, json.dumps(problems).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(child, 0)
+    return json.loads(answer)
+
+
+def test_an_unreadable_folder_is_named() -> None:
+    base = Path(tempfile.mkdtemp(prefix="slm-locked-"))  # in /tmp, where the user `nobody` can reach it
     try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("this user reads a chmod 000 folder anyway (root)")
-        problems = {p.path: p.error for p in Corpus.scan(workspace.data_dir).problems}
-        assert problems == {"locked": "folder cannot be read (Permission denied)"}
+        base.chmod(0o755)
+        (base / "a.txt").write_text("readable\n")
+        (base / "a.txt").chmod(0o644)
+        locked = base / "locked"
+        locked.mkdir()
+        (locked / "secret.txt").write_text("unseen\n")
+        locked.chmod(0)
+        assert unreadable_folder_problems(base) == {"locked": "folder cannot be read (Permission denied)"}
     finally:
-        locked.chmod(0o755)
+        (base / "locked").chmod(0o755)
+        shutil.rmtree(base)
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])

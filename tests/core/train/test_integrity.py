@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import all_finite, load_checkpoint
 from core.errors import SLMError
 from core.model import GPT
 from core.train import failures
@@ -29,7 +29,7 @@ def assert_all_finite(run_dir) -> None:
     files = saved_tensors(run_dir)
     assert files
     for name, tensors in files.items():
-        assert failures.all_finite(tensors.values()), f"{name} holds nan or inf"
+        assert all_finite(tensors.values()), f"{name} holds nan or inf"
 
 
 def inf_gradient_at(monkeypatch, steps: set[int], trainer_of) -> None:
@@ -65,7 +65,7 @@ def test_an_inf_gradient_is_never_applied_nor_saved_and_the_named_checkpoint_res
     assert "the last good checkpoint is latest (step 6, train loss " in message and "--resume inf" in message
     run_dir = workspace.run_dir("inf")
     assert_all_finite(run_dir)
-    assert failures.all_finite(trainer.model.parameters())  # the bad step was not applied in memory either
+    assert all_finite(trainer.model.parameters())  # the bad step was not applied in memory either
     adam = trainer.optimizers[0]
     assert {int(s["step"]) for s in adam.state.values()} == {7}
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
@@ -94,7 +94,7 @@ def test_a_huge_learning_rate_stops_with_every_checkpoint_finite(workspace, tiny
     assert f"the last good checkpoint is latest (step {latest.step}," in str(failure.value)
     resumed = resume_run(workspace, "huge", {"lr": 1e-3})
     resumed.prepare()
-    assert resumed.step == latest.step and failures.all_finite(resumed.model.parameters())
+    assert resumed.step == latest.step and all_finite(resumed.model.parameters())
 
 
 def test_weights_with_nan_are_refused_not_saved(workspace, tiny_configs) -> None:
