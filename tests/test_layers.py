@@ -23,7 +23,7 @@ MAX_LINES, TRAINER_LINES = 450, 550
 LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("tui",), False),
     (("themes",), False),
-    (("core.merge",), False),
+    (("core.merge", "core.runs"), True),
     (("core.train", "core.export"), True),
     (("core.chat",), False),
     (("core.model", "core.optim", "core.checkpoint", "core.listing", "core.evaluate"), False),

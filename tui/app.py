@@ -22,6 +22,7 @@ from tui.screens.data import DataScreen
 from tui.screens.help import HelpScreen
 from tui.screens.merge import MergeScreen
 from tui.screens.modals import ConfirmScreen, Dialog, PickScreen
+from tui.screens.runs import RunsScreen
 from tui.screens.tokenizer import TokenizerScreen
 from tui.screens.train import TrainScreen
 from tui.sections import SECTIONS
@@ -43,6 +44,7 @@ class StudioApp(App):
         "merge": MergeScreen,
         "chat": ChatScreen,
         "checkpoints": CheckpointsScreen,
+        "runs": RunsScreen,
     }
     DEFAULT_MODE = "data"
     BINDINGS = [
@@ -118,6 +120,9 @@ class StudioApp(App):
 
     async def pick_run_to_attach(self) -> None:
         (await self.open_section("train")).action_attach()
+
+    async def attach_to(self, run_dir: Path) -> None:
+        (await self.open_section("train")).attach_to(run_dir)
 
     async def resume_run(self, run: str) -> None:
         (await self.open_section("train")).prepare_resume(run)

@@ -9,4 +9,5 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "merge": ("4", "Merge"),
     "chat": ("5", "Chat"),
     "checkpoints": ("6", "Checkpoints"),
+    "runs": ("7", "Runs"),
 }

@@ -54,7 +54,8 @@ def read_mark(run_dir: Path) -> LiveMark | None:
     return LiveMark(int(pid), host, float(started), float(heartbeat))
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine."""
     if pid <= 0:
         return False
     try:
@@ -73,7 +74,7 @@ def liveness(run_dir: Path, now: float | None = None) -> Liveness:
         return "none"
     fresh = (now if now is not None else time.time()) - mark.heartbeat < STALE_S
     here = mark.host == socket.gethostname()
-    return "live" if fresh and (not here or _process_exists(mark.pid)) else "stopped"
+    return "live" if fresh and (not here or process_exists(mark.pid)) else "stopped"
 
 
 class Heartbeat:

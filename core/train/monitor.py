@@ -143,13 +143,15 @@ class MetricsTail:
         self.path = Path(path)
         self.offset = 0
         self._partial = b""
+        self.restarted = False  # whether the last read started over (the file was rewritten)
 
     def read(self) -> list[Any]:
+        self.restarted = False
         try:
             with open(self.path, "rb") as f:
                 size = f.seek(0, 2)
                 if size < self.offset:  # the file was rewritten (a resume trims it): start over
-                    self.offset, self._partial = 0, b""
+                    self.offset, self._partial, self.restarted = 0, b"", True
                 f.seek(self.offset)
                 data = f.read()
         except FileNotFoundError:

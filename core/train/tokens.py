@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from core.data.files import space_cut
 from core.errors import Cancelled, SLMError
 from core.tokenizer.bpe import Tokenizer
 from core.train.distributed import Dist
+from core.train.live import process_exists
 
 ENCODE_BATCH_CHARS = 4 << 20
 CACHE_VERSION = 1
@@ -108,9 +110,13 @@ def _encode_into(
     on_progress: ProgressFn | None,
     cancelled: Callable[[], bool] | None,
 ) -> dict[str, Any]:
-    """Write the cache entry `key_dir` (built aside, then renamed into place); returns its meta.json."""
-    tmp = key_dir.with_name(key_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write the cache entry `key_dir` (built aside, then renamed into place); returns its meta.json.
+
+    Another process may encode the same entry at the same time (two runs started together): each builds in a
+    folder of its own, and an entry that is whole when one finishes is kept, never replaced under its reader.
+    """
+    tmp = key_dir.with_name(f"{key_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    _clear_abandoned(key_dir)
     try:
         tmp.mkdir(parents=True)
         with contextlib.ExitStack() as stack:
@@ -123,15 +129,36 @@ def _encode_into(
             on_progress("encode", corpus.total_bytes, corpus.total_bytes)
         meta = {"dtype": dtype.name, "train_tokens": counts["train"], "val_tokens": counts["val"]}
         atomic.write_json(tmp / "meta.json", meta)
-        shutil.rmtree(key_dir, ignore_errors=True)
-        os.rename(tmp, key_dir)
+        if (theirs := _cached(key_dir, dtype)) is not None:  # another process finished first: use its entry
+            shutil.rmtree(tmp, ignore_errors=True)
+            return theirs
+        _put_in_place(tmp, key_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (theirs := _cached(key_dir, dtype)) is not None:
+            return theirs
         raise atomic.disk_error(e, f"token cache {key_dir}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
+
+
+def _put_in_place(tmp: Path, key_dir: Path) -> None:
+    """Rename `tmp` to `key_dir`, moving a damaged entry there aside first (a rename fails on a full folder)."""
+    if key_dir.exists():
+        aside = key_dir.with_name(f"{key_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.rename(key_dir, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    os.rename(tmp, key_dir)
+
+
+def _clear_abandoned(key_dir: Path) -> None:
+    """Remove the half-built copies of `key_dir` that processes of this machine left when they died."""
+    for folder in key_dir.parent.glob(f"{key_dir.name}.tmp-*"):
+        pid = folder.name.removeprefix(f"{key_dir.name}.tmp-").split("-")[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _cached(key_dir: Path, dtype: np.dtype) -> dict[str, Any] | None:

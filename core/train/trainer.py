@@ -9,7 +9,6 @@ bit the run that was never stopped (for runs limited by steps or tokens, not by 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
@@ -46,9 +45,9 @@ from core.train.events import (
     SampleText,
     StateChanged,
     StepMetrics,
-    event_to_dict,
 )
 from core.train.live import Heartbeat
+from core.train.metrics_log import MetricsLog
 from core.train.tokens import Batches, RankSlice, TokenData, encode_corpus
 from core.workspace import Workspace
 
@@ -84,7 +83,7 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self.control = control or Control()
         self.resume = resume
-        self._metrics_file = None
+        self._metrics: MetricsLog | None = None
         self._shared_tokenizer: Tokenizer | None = None  # under torchrun: the tokenizer rank 0 chose
         self.dist = Dist()
         self.step = 0
@@ -100,12 +99,8 @@ class Trainer:
     def emit(self, event: Any) -> None:
         if not self.dist.main:
             return  # under torchrun rank 0 reports for all
-        if self._metrics_file is not None and not isinstance(event, Progress):
-            try:
-                self._metrics_file.write(json.dumps(event_to_dict(event)) + "\n")
-                self._metrics_file.flush()
-            except OSError as e:
-                raise atomic.disk_error(e, str(self.run_dir / "metrics.jsonl")) from None
+        if self._metrics is not None:
+            self._metrics.write(event)
         self.on_event(event)
 
     # -- preparation ---------------------------------------------------------------------------
@@ -352,12 +347,12 @@ class Trainer:
             if not self.dist.main:
                 end = self._run_loop()
             else:
-                with Heartbeat(self.run_dir), open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as metrics:
-                    self._metrics_file = metrics
+                with Heartbeat(self.run_dir), MetricsLog(self.run_dir, self.step) as metrics:
+                    self._metrics = metrics
                     try:
                         end = self._run_loop()
                     finally:
-                        self._metrics_file = None
+                        self._metrics = None
             self.dist.barrier()  # all ranks done before the group goes: a broadcast's sender can finish first
             return end
         finally:

@@ -24,6 +24,7 @@ from tui.cli.models import (
     cmd_serve,
 )
 from tui.cli.parser import build_parser
+from tui.cli.runs import cmd_compare, cmd_runs
 from tui.cli.train import cmd_dpo, cmd_sft, cmd_train
 
 EXIT_ERROR = 1
@@ -35,6 +36,8 @@ COMMANDS = {
     "generate": cmd_generate,
     "eval": cmd_eval,
     "checkpoints": cmd_checkpoints,
+    "runs": cmd_runs,
+    "compare": cmd_compare,
     "merge": cmd_merge,
     "branch": cmd_branch,
     "pipeline": cmd_pipeline,

@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _merge_parsers(sub)
     sub.add_parser("checkpoints", help="list runs and their checkpoints")
     sub.add_parser("presets", help="list the model presets")
+    _runs_parsers(sub)
     _chat_model_parsers(sub)
 
     p = sub.add_parser("export", help="export a checkpoint as a Hugging Face Llama folder or a GGUF file")
@@ -206,3 +207,30 @@ def _data_flags(p: argparse.ArgumentParser, val: bool = True) -> None:
 
 def _sampling_flags(p: argparse.ArgumentParser) -> None:
     add_flags(p, SAMPLING_FLAGS, defaults=True)
+
+
+def _runs_parsers(sub) -> None:
+    from core.runs.curves import AXES, METRICS
+    from core.runs.table import ENDED, KINDS, SORTS
+
+    p = sub.add_parser("runs", help="list every run: status, kind, shape, progress, best bits/byte, lineage")
+    p.add_argument("--json", action="store_true", help="print the runs as JSON")
+    p.add_argument("--tree", action="store_true", help="print the lineage: base -> branches -> merge -> fine-tune")
+    p.add_argument("--sort", choices=SORTS, default="created", help="order of the rows (default: newest first)")
+    statuses = sorted({"training", *ENDED.values()})
+    p.add_argument("--status", nargs="+", choices=statuses, help="only runs with these statuses")
+    p.add_argument("--kind", nargs="+", choices=KINDS, help="only runs of these kinds")
+
+    p = sub.add_parser("compare", help="compare runs: final figures, the settings that differ, the curves overlaid")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="the runs to compare, by name")
+    p.add_argument("--metric", choices=METRICS, default="val_bpb", help="what the plot shows (default: val_bpb)")
+    p.add_argument("--x", choices=AXES, default="step", help="the plot's x axis (default: step)")
+    p.add_argument("--smooth", type=_smoothing, default=0.0, help="TensorBoard-style smoothing in [0, 1) (default 0)")
+    p.add_argument("--no-plot", action="store_true", help="leave the plot out (it is drawn only on a terminal)")
+
+
+def _smoothing(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text}")
+    return value

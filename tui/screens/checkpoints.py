@@ -78,6 +78,12 @@ class CheckpointsScreen(Screen):
             table.move_cursor(row=min(row, len(self.entries) - 1))
         self.show_detail()
 
+    def show_run(self, run: str) -> None:
+        """Put the cursor on the first checkpoint of `run`."""
+        rows = [i for i, e in enumerate(self.entries) if e.run == run]
+        if rows:
+            self.query_one(DataTable).move_cursor(row=rows[0])
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self.show_detail()
 

@@ -231,23 +231,29 @@ class TrainScreen(Screen):
         plot.replot()
 
     def action_attach(self) -> None:
+        """Follow a run started elsewhere: the one training now, a pick of those training, else of every run."""
         from core.listing import run_dirs
+        from core.train.live import liveness
 
-        runs = [(str(p), p.name) for p in run_dirs(self.app.workspace) if (p / "metrics.jsonl").exists()]
+        runs = [p for p in run_dirs(self.app.workspace) if (p / "metrics.jsonl").exists()]
+        live = [p for p in runs if liveness(p) == "live"]
+        if len(live) == 1:
+            self.attach_to(live[0])
+            return
         if not runs:
             self.notify("no runs with metrics in this workspace yet", severity="warning")
             return
+        choices = [(str(p), f"{p.name} (training now)") for p in live] or [(str(p), p.name) for p in runs]
+        question = "Attach to which run training now?" if live else "No run is training now. Follow which one?"
+        self.app.push_screen(PickScreen(question, choices), lambda run_dir: run_dir and self.attach_to(Path(run_dir)))
 
-        def chosen(run_dir: str | None) -> None:
-            if run_dir:
-                try:
-                    self.app.bridge.attach(Path(run_dir))
-                except SLMError as e:
-                    self.notify(str(e), severity="error")
-                    return
-                self.notify(f"following {Path(run_dir).name}")
-
-        self.app.push_screen(PickScreen("Attach to which run?", runs), chosen)
+    def attach_to(self, run_dir: Path) -> None:
+        try:
+            self.app.bridge.attach(Path(run_dir))
+        except SLMError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.notify(f"following {Path(run_dir).name}")
 
     def prepare_resume(self, run: str) -> None:
         self.resume_name, self.init_from = run, None

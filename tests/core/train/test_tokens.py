@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,37 @@ def expected_stream(corpus: Corpus, side: str) -> str:
 def test_token_dtype_widens_for_large_vocabularies() -> None:
     assert token_dtype(65536) == np.uint16
     assert token_dtype(65537) == np.uint32
+
+
+def test_two_encodings_of_one_entry_at_once_keep_the_first_whole_entry(workspace, tokenizer_file) -> None:
+    """Two runs started together encode the same entry: neither removes the other's files, both read one entry."""
+    tok = Tokenizer.load(tokenizer_file)
+    inner: list = []
+
+    def meanwhile(stage: str, done: int, total: int) -> None:
+        if not inner:  # another process encodes the same entry and finishes first
+            inner.append(encode_corpus(Corpus.scan(workspace.data_dir), tok, workspace.cache_dir, 0.1, 0))
+            inner.append(inner[0].train.path.stat().st_ino)
+
+    outer = encode_corpus(Corpus.scan(workspace.data_dir), tok, workspace.cache_dir, 0.1, 0, on_progress=meanwhile)
+    first, inode = inner
+    assert outer.train.path == first.train.path and first.train.path.stat().st_ino == inode  # kept, not replaced
+    assert outer.train.array().tolist() == first.train.array().tolist()
+    assert [p.name for p in workspace.cache_dir.iterdir()] == [first.train.path.parent.name]  # no copy left
+
+
+def test_a_half_built_entry_of_a_dead_process_is_cleared(workspace, tokenizer_file) -> None:
+    import subprocess
+    import sys
+
+    tok = Tokenizer.load(tokenizer_file)
+    done = encode_corpus(Corpus.scan(workspace.data_dir), tok, workspace.cache_dir, 0.1, 0)
+    key_dir = done.train.path.parent
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    abandoned = key_dir.with_name(f"{key_dir.name}.tmp-{dead.stdout.strip()}-abcd")
+    working = key_dir.with_name(f"{key_dir.name}.tmp-{os.getpid()}-abcd")  # this process: still at work
+    for folder in (abandoned, working):
+        folder.mkdir()
+    (key_dir / "meta.json").unlink()  # a damaged entry: encoded again
+    encode_corpus(Corpus.scan(workspace.data_dir), tok, workspace.cache_dir, 0.1, 0)
+    assert not abandoned.exists() and working.exists() and (key_dir / "meta.json").exists()
