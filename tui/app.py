@@ -121,6 +121,10 @@ class StudioApp(App):
     async def pick_run_to_attach(self) -> None:
         (await self.open_section("train")).action_attach()
 
+    async def watch_runs(self, runs: list[str]) -> None:
+        """Open the Runs section with `runs` marked (their curves overlaid as they appear and train)."""
+        (await self.open_section("runs")).mark(runs)
+
     async def attach_to(self, run_dir: Path) -> None:
         (await self.open_section("train")).attach_to(run_dir)
 
@@ -170,7 +174,11 @@ class StudioApp(App):
                 self.run_worker(self._exit_after_training, thread=True, exit_on_error=False)
 
         self.push_screen(
-            ConfirmScreen("A run is training. Stop it, save a checkpoint and quit?", yes="Stop and quit"), answer
+            ConfirmScreen(
+                "The studio is training (a run, or branches in processes). Stop it, save checkpoints and quit?",
+                yes="Stop and quit",
+            ),
+            answer,
         )
 
     def _exit_after_training(self) -> None:
@@ -203,5 +211,5 @@ def run_studio(workspace: Workspace) -> None:
         app.run()
     finally:
         if app.bridge.training:
-            print("the studio closed while training: stopping the run after this step (saving latest)…")
+            print("the studio closed while training: stopping after this step (saving latest)…")
             app.bridge.stop_and_wait()

@@ -17,12 +17,13 @@ from textual.message import Message
 from textual.message_pump import MessagePump
 from textual.worker import Worker, get_current_worker
 
-from core.errors import SLMError
+from core.errors import Cancelled, SLMError
 from core.train.events import Control, EvalMetrics, Progress, RunEnded, StepMetrics
 from core.train.live import liveness
 from core.train.monitor import MetricsTail, RunHistory
 from core.workspace import Workspace
 from tui.messages import (
+    BranchEvent,
     GenerationDone,
     GenerationText,
     JobDone,
@@ -123,6 +124,34 @@ class Bridge:
 
         self.idle.clear()
         self.app.run_worker(work, name="train", group="train", thread=True, exclusive=True, exit_on_error=False)
+
+    def start_branches(self, train: Callable[[Callable[[Any], None], Callable[[], None]], Any]) -> None:
+        """Train branches in processes: `train(on_event, on_poll)` runs `core.merge.pipeline.train_branches`.
+        While they train the studio counts as training: stopping (or quitting) asks every branch process to save
+        `latest` and stop. Subscribers get BranchEvent for each event, then JobDone("branch") or JobFailed."""
+        if self.training:
+            raise SLMError("a run is already training: stop it before starting branches")
+        self.detach()
+        self.control = control = Control()
+
+        def poll() -> None:
+            if control.stopped:  # train_branches passes one SIGINT to each branch process, then waits for them
+                raise Cancelled("the branches were stopped: start them again to resume them")
+
+        def work() -> Any:
+            try:
+                result = train(lambda event: self.broadcast(lambda: BranchEvent(event)), poll)
+            except BaseException as e:
+                error = _one_line(e)
+                self.broadcast(lambda: JobFailed("branch", error))
+                raise
+            finally:
+                self.idle.set()
+            self.broadcast(lambda: JobDone("branch", result))
+            return result
+
+        self.idle.clear()
+        self.app.run_worker(work, name="branch", group="train", thread=True, exclusive=True, exit_on_error=False)
 
     def _on_train_event(self, event: Any) -> None:
         if isinstance(event, Progress):

@@ -34,6 +34,14 @@ class JobFailed(Message):
         self.error = error
 
 
+class BranchEvent(Message):
+    """An event of branches training in processes (`core.merge.branches`: JobStarted, JobEnded…)."""
+
+    def __init__(self, event: Any) -> None:
+        super().__init__()
+        self.event = event
+
+
 class JobProgress(Message):
     def __init__(self, job: str, stage: str, done: int, total: int) -> None:
         super().__init__()

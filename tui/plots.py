@@ -15,9 +15,18 @@ RICH_COLOURS = dict(
 RAW = "gray"  # the raw points under a smoothed curve
 
 
-def overlay(plt: Any, runs: list[tuple[str, Curves]], metric: Metric, axis: Axis, smoothing: float, width: int) -> None:
-    """Plot `metric` of each run against `axis`, each curve cut to about `width` points; with `smoothing` above 0
-    the smoothed curves are drawn over their raw points."""
+def overlay(
+    plt: Any,
+    runs: list[tuple[str, Curves]],
+    metric: Metric,
+    axis: Axis,
+    smoothing: float,
+    width: int,
+    colours: list[str] | None = None,
+) -> None:
+    """Plot `metric` of each run against `axis`, each curve cut to about `width` points, in `colours` (plotext
+    names; default: PALETTE in order); with `smoothing` above 0 the smoothed curves are drawn over their raw
+    points."""
     plt.clear_data()
     plt.clear_figure()
     drawn = 0
@@ -28,7 +37,12 @@ def overlay(plt: Any, runs: list[tuple[str, Curves]], metric: Metric, axis: Axis
         if smoothing > 0:
             plt.plot(*downsample(xs, ys, width), marker="dot", color=RAW)
             ys = smooth(ys, smoothing)
-        plt.plot(*downsample(xs, ys, width), marker="braille", color=PALETTE[i % len(PALETTE)], label=name)
+        plt.plot(
+            *downsample(xs, ys, width),
+            marker="braille",
+            color=colours[i] if colours else PALETTE[i % len(PALETTE)],
+            label=name,
+        )
         drawn += 1
     plt.xlabel(AXIS_LABELS[axis])
     smoothed = f", smoothed {smoothing:.2f}" if smoothing > 0 else ""

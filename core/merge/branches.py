@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from core.data.corpus import discover
+from core.data.corpus import Corpus
 from core.errors import SLMError
 from core.workspace import Workspace, check_name
 
@@ -40,14 +40,19 @@ class Branch:
 
 
 def plan_branches(
-    workspace: Workspace, prefix: str, per: Per = "folder", selection: list[str] | None = None
+    workspace: Workspace,
+    prefix: str,
+    per: Per = "folder",
+    selection: list[str] | None = None,
+    decode_errors: str = "skip",
 ) -> list[Branch]:
-    """One branch per text file (`per="file"`) or per top-level entry of data/ (a folder, or a file lying there).
+    """One branch per text file (`per="file"`) or per top-level entry of data/ (a folder, or a file lying there)
+    that holds usable text (a binary file or an undecodable one gets no branch).
 
     Runs are named PREFIX-ENTRY, with characters a run name cannot hold replaced by '_'.
     """
     root = workspace.data_dir
-    rel = [f.relative_to(root) for f in discover(root, selection)]
+    rel = [Path(f.path) for f in Corpus.scan(root, selection, decode_errors).files]
     units = sorted({(r if per == "file" else Path(r.parts[0])).as_posix() for r in rel})
     if len(units) < 2:
         raise SLMError(

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.config import load_json
 from core.data.corpus import Corpus, ProgressFn
+from core.errors import SLMError
+from core.listing import read_meta
 from core.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -41,3 +44,37 @@ def evaluate_checkpoints(
         if on_progress:
             on_progress("evaluate", i + 1, len(paths))
     return results
+
+
+def branch_entries(paths: list[Path]) -> list[str]:
+    """The data entry each checkpoint's run trained on, when each trained on one entry of its own (branches);
+    else none."""
+    entries = []
+    for path in paths:
+        try:
+            data = load_json(Path(path).parent / "run.json").get("train", {}).get("data")
+        except (SLMError, AttributeError):
+            return []
+        if not (isinstance(data, list) and len(data) == 1 and isinstance(data[0], str)):
+            return []
+        entries.append(data[0])
+    return entries if len(set(entries)) == len(entries) else []
+
+
+def common_parent(paths: list[Path]) -> Path | None:
+    """The checkpoint every one of `paths` was started from, when it is the same one and still readable."""
+    parents = set()
+    for path in paths:
+        try:
+            lineage = read_meta(Path(path)).get("lineage") or [{}]
+        except SLMError:
+            return None
+        parents.add(lineage[0].get("path"))
+    parent = parents.pop() if len(parents) == 1 else None
+    if not parent:
+        return None
+    try:
+        read_meta(Path(parent))
+    except SLMError:
+        return None
+    return Path(parent)

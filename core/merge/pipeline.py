@@ -290,7 +290,7 @@ def run_pipeline(
     else:
         base_settings = pipeline.base.apply({**settings, "init_from": None})
         base = train_stage(ws, "base", stage_run(name, "base"), base_settings, train, emit)
-    branches = plan_branches(ws, name, pipeline.per, settings.get("data"))
+    branches = plan_branches(ws, name, pipeline.per, settings.get("data"), settings.get("decode_errors") or "skip")
     check_no_clash(name, branches)
     lr = continue_lr(settings)
     branch_settings = pipeline.branch.apply(settings, lr)

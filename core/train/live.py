@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from core import atomic
+from core.errors import SLMError
 
 FILE_NAME = "live.json"
 HEARTBEAT_S = 5.0
@@ -75,6 +77,21 @@ def liveness(run_dir: Path, now: float | None = None) -> Liveness:
     fresh = (now if now is not None else time.time()) - mark.heartbeat < STALE_S
     here = mark.host == socket.gethostname()
     return "live" if fresh and (not here or process_exists(mark.pid)) else "stopped"
+
+
+def ask_to_stop(run_dir: Path) -> int:
+    """Ask the process training `run_dir` to stop, as Ctrl-C does: it saves `latest` after its step and ends.
+    Returns its pid; SLMError when no process of this machine trains the run now."""
+    mark = read_mark(run_dir)
+    if mark is None or liveness(run_dir) != "live":
+        raise SLMError(f"{Path(run_dir).name} is not training now")
+    if mark.host != socket.gethostname():
+        raise SLMError(f"{Path(run_dir).name} trains on {mark.host}: stop it there")
+    try:
+        os.kill(mark.pid, signal.SIGINT)
+    except OSError as e:
+        raise SLMError(f"cannot stop {Path(run_dir).name} (process {mark.pid}): {e.strerror or e}") from None
+    return mark.pid
 
 
 class Heartbeat:

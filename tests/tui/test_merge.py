@@ -55,11 +55,12 @@ async def test_merge_two_branches_and_compare(branched) -> None:
         await type_into(pilot, "#merge-name", "blend")
         await pilot.press("enter")
         table = app.screen.query_one(ComparisonTable)
-        await wait_until(pilot, lambda: table.row_count == 3)
+        await wait_until(pilot, lambda: table.row_count == 4)
         assert "merged into blend/final" in verdict(app)
         rows = numbers(table)
-        assert [r[0] for r in rows] == ["b1/final", "b2/final", "= blend/final"]
-        assert [r[1] for r in rows] == ["0.75", "0.25", "-"]
+        assert [r[0] for r in rows] == ["base base/final", "b1/final", "b2/final", "= blend/final"]  # with their base
+        assert [r[1] for r in rows] == ["-", "0.75", "0.25", "-"]
+        assert rows[0][4] == "-" and len(rows[0]) == 5  # no per-entry columns: both trained on all the data
         assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows)
         meta = json.loads((branched.run_dir("blend") / "final" / "checkpoint.json").read_text())
         assert meta["merge"]["weights"] == [0.75, 0.25]
@@ -131,3 +132,44 @@ async def test_a_ties_merge_shows_the_base_field_and_uses_the_shared_base(rooted
         meta = json.loads((rooted.run_dir("tied") / "final" / "checkpoint.json").read_text())
         assert meta["merge"]["method"] == "ties" and meta["merge"]["base"] == str(rooted.run_dir("base") / "final")
         await app.workers.wait_for_complete()
+
+
+async def test_branch_train_merge_from_the_studio(workspace, tiny_configs) -> None:
+    """Pick a base, b plans a branch per folder of data/, the branches train in processes and show live in the
+    Runs section, come back picked, merge, and are compared with the base on each branch's own data."""
+    from tests.tui.helpers import wait_for_dialog
+    from tui.screens.branch import BranchDialog
+
+    Trainer(workspace, "base", *tiny_configs(max_steps=4)).run()
+    app = StudioApp(workspace)
+    async with app.run_test(size=(140, 44)) as pilot:
+        await pick(pilot, "base/final")
+        await pilot.press("b")
+        await wait_for_dialog(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, BranchDialog)
+        assert "base-b.md  ← b.md" in str(dialog.query_one("#branch-plan").render())
+        await type_into(pilot, "#branch-steps", "3")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "runs")
+        runs = app.screen
+        assert runs.marked == ["base-b.md", "base-stories"]
+        await wait_until(pilot, lambda: {r.name for r in runs.rows} >= {"base-b.md", "base-stories"}, timeout=60)
+        await wait_until(pilot, lambda: not app.bridge.training, timeout=120)
+        assert {r.name: r.status for r in runs.rows if r.name.startswith("base-")} == {
+            "base-b.md": "finished", "base-stories": "finished",
+        }  # fmt: skip
+        await pilot.press("4")
+        merge = app.screen
+        await wait_until(pilot, lambda: sorted(merge.picks) == sorted(
+            str(workspace.run_dir(n) / "final") for n in ("base-b.md", "base-stories")
+        ))  # fmt: skip
+        await wait_until(pilot, lambda: "compatible" in verdict(app))
+        await type_into(pilot, "#merge-name", "joined")
+        await pilot.press("enter")
+        table = merge.query_one(ComparisonTable)
+        await wait_until(pilot, lambda: table.row_count == 4, timeout=60)
+        rows = numbers(table)
+        assert [r[0] for r in rows] == ["base base/final", "base-b.md/final", "base-stories/final", "= joined/final"]
+        assert [str(c.label) for c in table.columns.values()][-2:] == ["b.md b/B", "stories b/B"]
+        assert all(float(x) > 0 for r in rows for x in r[-2:])

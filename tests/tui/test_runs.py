@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 from textual.widgets import DataTable, Static, Tree
 
@@ -129,3 +130,56 @@ async def test_a_runs_checkpoints_actions_work_from_its_row(workspace, tiny_conf
         await pilot.press("7", "down", "c")
         await wait_until(pilot, lambda: any("no checkpoint" in n.message for n in app._notifications))
         assert app.current_mode == "runs"
+
+
+async def test_s_stops_a_run_training_in_another_process_as_ctrl_c_does(workspace) -> None:
+    from tests.tui.helpers import wait_for_dialog
+
+    run_dir = fake_run(workspace.root, "elsewhere", ended=None)
+    stopped = workspace.root / "stopped"
+    code = (
+        "import signal, sys, time\nfrom core.train.live import Heartbeat\n"
+        f"signal.signal(signal.SIGINT, lambda *a: (open({str(stopped)!r}, 'w').write('saved latest'), sys.exit(0)))\n"
+        f"with Heartbeat({str(run_dir)!r}):\n    print('ok', flush=True)\n    time.sleep(60)"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "ok"
+        app = StudioApp(workspace)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await open_runs(pilot)
+            await wait_until(pilot, lambda: status(app, "elsewhere") == "training", timeout=10)
+            await pilot.press("s")
+            await wait_for_dialog(pilot)
+            await pilot.press("y")
+            assert process.wait(timeout=10) == 0 and stopped.read_text() == "saved latest"
+            await wait_until(pilot, lambda: status(app, "elsewhere") == "stopped", timeout=10)
+            await pilot.press("s")  # no longer training: a warning, no dialog
+            await pilot.pause()
+            assert app.screen is app.screen_stack[-1] and app.current_mode == "runs"
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_stopping_the_studio_stops_branches_it_trains(workspace) -> None:
+    """Branches started from the studio stop (train_branches SIGINTs each process: it saves latest) when the studio
+    stops its work, as quitting does; the Merge section says so."""
+    polled = []
+
+    def train(on_event, on_poll):
+        while True:
+            polled.append(1)
+            on_poll()  # raises once the studio asks to stop
+            time.sleep(0.01)
+
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await wait_until(pilot, lambda: app.current_mode == "merge")
+        app.bridge.start_branches(train)
+        await wait_until(pilot, lambda: app.bridge.training and polled)
+        app.bridge.stop()
+        assert app.bridge.wait_for_training(timeout=5)
+        verdict = app.screen.query_one("#merge-verdict")
+        await wait_until(pilot, lambda: "the branches were stopped" in str(verdict.render()))

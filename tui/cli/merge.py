@@ -58,7 +58,7 @@ def cmd_branch(args: argparse.Namespace, ws) -> None:
 
     ws.ensure()
     base = resolve_checkpoint(ws, args.base)
-    branches = plan_branches(ws, args.prefix or base.parent.name, args.per, args.data)
+    branches = plan_branches(ws, args.prefix or base.parent.name, args.per, args.data, args.decode_errors)
     printer = PipelinePrinter(ws)
     finals = train_branches(
         ws, base, branches, vars(args), SLM, parallel=args.parallel, on_event=printer, on_poll=printer.poll

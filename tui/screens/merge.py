@@ -19,16 +19,21 @@ from textual.worker import Worker
 
 from core.errors import SLMError
 from core.listing import label, list_checkpoints, read_meta
-from core.merge.compare import evaluate_checkpoints
+from core.merge.branches import Branch, JobEnded, JobStarted, Per, plan_branches
+from core.merge.compare import branch_entries, common_parent, evaluate_checkpoints
+from core.merge.pipeline import train_branches
 from core.merge.weights import METHODS, check_compatible, load_header, merge_checkpoints, normalised, shares
 from core.workspace import Workspace
-from tui.messages import JobDone, JobFailed, JobProgress
+from tui.cli.merge import SLM
+from tui.format import clock
+from tui.messages import BranchEvent, JobDone, JobFailed, JobProgress
+from tui.screens.branch import BranchDialog, BranchPlan
 from tui.widgets.merge.comparison import Compared, ComparisonTable
 from tui.widgets.merge.picker import CheckpointPicker
 
 HELP = (
     "Merging works for checkpoints that share a base: branch runs from one checkpoint (Train, or "
-    "slm train --from BASE), then merge the branches. Models trained from different starts do not average. "
+    "b with one checkpoint picked, or slm branch BASE), then merge the branches. Models trained from different starts do not average. "
     "The table compares val loss and bits per byte on the selected data (Data, 1)."
 )
 
@@ -64,17 +69,35 @@ def parse_weights(text: str) -> list[float] | None:
 def compare(
     workspace: Workspace, paths: list[str], weights: list[float] | None, merged: str | None, **split: Any
 ) -> list[Compared]:
-    """Evaluate the inputs (with their merge weights, if any) and the merge's result on the validation split."""
-    results = evaluate_checkpoints(workspace, [*paths, *([merged] if merged else [])], **split)
-    shares = weights or [None] * len(paths)
-    rows = [Compared(label(Path(p)), r, w) for p, r, w in zip(paths, results, shares, strict=False)]
-    if merged:
-        rows.append(Compared(label(Path(merged)), results[-1], merged=True))
-    return rows
+    """Evaluate the inputs (with their merge weights, if any) and the merge's result on the validation split; for a
+    merge of branches also the base they started from, and everyone on each branch's own data."""
+    base = common_parent([Path(p) for p in paths]) if merged else None
+    entries = branch_entries([Path(p) for p in paths]) if merged else []
+    shown = [*([str(base)] if base else []), *paths, *([merged] if merged else [])]
+    results = evaluate_checkpoints(workspace, shown, **split)
+    per_entry = {e: evaluate_checkpoints(workspace, shown, **{**split, "selection": [e]}) for e in entries}
+    shares = [None] * (base is not None) + list(weights or [None] * len(paths)) + [None] * (merged is not None)
+    roles = ["base"] * (base is not None) + ["input"] * len(paths) + ["merge"] * (merged is not None)
+    return [
+        Compared(label(Path(p)), r, w, role, {e: per_entry[e][i].bpb for e in entries})  # type: ignore[arg-type]
+        for i, (p, r, w, role) in enumerate(zip(shown, results, shares, roles, strict=True))
+    ]
+
+
+def branch_plans(workspace: Workspace, base: Path, selection: list[str]) -> dict[Per, list[Branch] | str]:
+    """The branches `slm branch` would train from `base`, per folder and per file (or why there are none)."""
+    plans: dict[Per, list[Branch] | str] = {}
+    for per in ("folder", "file"):
+        try:
+            plans[per] = plan_branches(workspace, base.parent.name, per, selection or None)
+        except SLMError as e:
+            plans[per] = str(e)
+    return plans
 
 
 class MergeScreen(Screen):
     BINDINGS = [
+        Binding("b", "branch", "Branch", id="merge.branch"),
         Binding("m", "merge", "Merge", id="merge.run"),
         Binding("f", "force", "Force", id="merge.force"),
         Binding("e", "compare", "Compare", id="merge.compare"),
@@ -88,6 +111,8 @@ class MergeScreen(Screen):
         self.verdict: Verdict | None = None
         self.asked: tuple[tuple[str, ...], bool] | None = None  # the picks and force of the latest check
         self.merge_worker: Worker | None = None
+        self.branch_base: Path | None = None  # the checkpoint the studio's branches started from
+        self.branches_ended: list[str] = []
         self.compare_worker: Worker | None = None
 
     def compose(self) -> ComposeResult:
@@ -260,6 +285,62 @@ class MergeScreen(Screen):
         self.show_verdict(f"merging into {out.name}…", "muted")
         self.refresh_bindings()
 
+    def action_branch(self) -> None:
+        """Plan branches from the one picked checkpoint (in a worker: it reads the data), then ask how."""
+        if len(self.picks) != 1:
+            self.notify("pick one checkpoint (space) to branch from", severity="warning")
+            return
+        if self.app.bridge.training:
+            self.notify("a run is training: stop it before starting branches", severity="warning")
+            return
+        base, ws, selection = Path(self.picks[0]), self.app.workspace, list(self.app.selection)
+        self.app.bridge.run_job("branch-plan", lambda: (base, branch_plans(ws, base, selection)))
+
+    def ask_branches(self, base: Path, plans: dict[Per, list[Branch] | str]) -> None:
+        def answer(plan: BranchPlan | None) -> None:
+            if plan is not None:
+                self.start_branches(base, plan)
+
+        self.app.push_screen(BranchDialog(label(base), plans), answer)
+
+    def start_branches(self, base: Path, plan: BranchPlan) -> None:
+        """Train the branches in processes (the same as `slm branch`), and show their curves in the Runs section."""
+        ws, steps = self.app.workspace, plan.max_steps
+        settings = {"max_steps": steps, "lr": plan.lr, "eval_interval": max(10, steps // 10)}  # curves to watch
+        try:
+            self.app.bridge.start_branches(
+                lambda on_event, on_poll: train_branches(
+                    ws, base, plan.branches, settings, SLM, on_event=on_event, on_poll=on_poll
+                )
+            )
+        except SLMError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.branch_base, self.branches_ended = base, []
+        self.show_verdict(f"training {len(plan.branches)} branches of {label(base)}: follow them in Runs (7)", "muted")
+        self.run_worker(self.app.watch_runs([b.name for b in plan.branches]))
+
+    def on_branch_event(self, message: BranchEvent) -> None:
+        event = message.event
+        if isinstance(event, JobStarted):
+            self.show_verdict(f"{event.name} started (process {event.pid}, {event.threads} CPU threads)", "muted")
+        elif isinstance(event, JobEnded):
+            self.branches_ended.append(event.name)
+            ended = f"failed: {event.error}" if event.error else f"finished in {clock(event.seconds)}"
+            self.show_verdict(f"{event.name} {ended}", "error" if event.error else "muted")
+
+    def branched(self, finals: list[Path]) -> None:
+        """Pick the trained branches and their base, ready to merge."""
+        self.action_reload()
+        picker = self.query_one(CheckpointPicker)
+        picker.deselect_all()
+        for path in finals:
+            picker.select(str(path))
+        base = self.query_one("#merge-base", Select)
+        if self.branch_base is not None and str(self.branch_base) in self.query_one(CheckpointPicker).listed_paths:
+            base.value = str(self.branch_base)
+        self.notify(f"{len(finals)} branches trained and picked: choose a method, m merges them")
+
     def action_compare(self) -> None:
         """Evaluate the picks on the validation split of the selected data."""
         self.start_compare(list(self.picks))
@@ -280,6 +361,10 @@ class MergeScreen(Screen):
     def on_job_done(self, message: JobDone) -> None:
         if message.job == "merge-check":
             self.checked(message.result)
+        elif message.job == "branch-plan":
+            self.ask_branches(*message.result)
+        elif message.job == "branch":
+            self.branched(message.result)
         elif message.job == "merge":
             self.merged(message.result)
         elif message.job == "merge-eval":
@@ -290,7 +375,7 @@ class MergeScreen(Screen):
         self.refresh_bindings()
 
     def on_job_failed(self, message: JobFailed) -> None:
-        if message.job in ("merge-check", "merge"):
+        if message.job in ("merge-check", "merge", "branch", "branch-plan"):
             self.show_verdict(f"✗ {message.error}", "error")
         elif message.job == "merge-eval":
             self.query_one(ComparisonTable).border_title = Content(f"validation · failed: {message.error}")

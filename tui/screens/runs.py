@@ -20,8 +20,10 @@ from core.listing import resolve_checkpoint
 from core.runs.curves import AXES, METRIC_LABELS, METRICS, Curves
 from core.runs.lineage import Node, config_diff, lineage, node_label
 from core.runs.table import SORTS, RunRow, list_runs, sort_rows
+from core.train.live import ask_to_stop
 from tui.format import clip, clock, count
 from tui.plots import PALETTE, RICH_COLOURS
+from tui.screens.modals import ConfirmScreen
 from tui.widgets.runs.overlay import OverlayPlot
 
 COLUMNS = ("", "status", "run", "kind", "shape", "params", "steps", "tokens", "wall", "bits/byte", "from")
@@ -42,6 +44,7 @@ class RunsScreen(Screen):
         Binding("slash", "filter", "Filter", id="runs.filter"),
         Binding("c,enter", "chat", "Chat", id="runs.chat"),
         Binding("a", "attach", "Attach", id="runs.attach"),
+        Binding("s", "stop", "Stop", show=False, id="runs.stop"),
         Binding("r", "resume", "Resume", show=False, id="runs.resume"),
         Binding("f", "fine_tune", "Fine-tune", show=False, id="runs.fine_tune"),
         Binding("e", "export", "Export", show=False, id="runs.export"),
@@ -108,8 +111,6 @@ class RunsScreen(Screen):
 
     def show_rows(self, rows: list[RunRow]) -> None:
         self.rows = rows
-        names = {r.name for r in rows}
-        self.marked = [m for m in self.marked if m in names]
         self.fill_table()
         self.show_curves()
         self.show_side()
@@ -144,8 +145,12 @@ class RunsScreen(Screen):
             str(r.steps or "-"), count(r.tokens) if r.tokens else "-", clock(r.seconds) if r.seconds else "-", bpb, clip(" + ".join(r.parents) or "-", 40),
         ]  # fmt: skip
 
+    def plot_colour(self, name: str) -> str:
+        """A run's colour in the plot (plotext's name): by the order it was marked."""
+        return PALETTE[self.marked.index(name) % len(PALETTE)] if name in self.marked else PALETTE[0]
+
     def colour(self, name: str) -> str:
-        return RICH_COLOURS[PALETTE[self.marked.index(name) % len(PALETTE)]]
+        return RICH_COLOURS[self.plot_colour(name)]
 
     def current(self) -> RunRow | None:
         row = self.query_one(DataTable).cursor_row
@@ -168,7 +173,7 @@ class RunsScreen(Screen):
             text = f"{row.name} is unreadable: {row.error}"
         else:
             plotted = f"{len(self.marked)} marked" if self.marked else "space marks runs to lay over each other"
-            live = " · a attaches" if row.status == "training" else ""
+            live = " · a attaches · s stops" if row.status == "training" else ""
             text = f"{plotted} · x axis · m metric · [ ] smoothing · t diff/tree · c chat · r resume · f fine-tune · e export · k checkpoints{live}"
         self.query_one("#runs-detail", Static).update(Content(text))
 
@@ -185,7 +190,9 @@ class RunsScreen(Screen):
     def show_curves(self) -> None:
         plot = self.query_one(OverlayPlot)
         plot.smoothing = SMOOTHING[self.smoothing]
-        plot.show([(r.name, self.curves[r.path]) for r in self.plotted() if r.path in self.curves])
+        runs = [r for r in self.plotted() if r.path in self.curves]
+        colours = [self.plot_colour(r.name) for r in runs]
+        plot.show([(r.name, self.curves[r.path]) for r in runs], colours)
 
     def show_side(self) -> None:
         diff, tree = self.query_one("#runs-diff", Static), self.query_one("#runs-lineage", Tree)
@@ -218,6 +225,12 @@ class RunsScreen(Screen):
 
         for root in roots:
             add(tree.root, root)
+
+    def mark(self, runs: list[str]) -> None:
+        """Mark `runs`, those not written yet included (branches starting): they are plotted once they appear."""
+        self.marked = list(runs)
+        self._table_key = ()
+        self.action_reload()
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -309,6 +322,29 @@ class RunsScreen(Screen):
             self.notify("the run under the cursor is not training now", severity="warning")
             return
         await self.app.attach_to(row.path)
+
+    def action_stop(self) -> None:
+        """Stop the run under the cursor after its step (it saves `latest`): this studio's own, or another process's."""
+        row = self.current()
+        if row is None or row.status != "training":
+            self.notify("the run under the cursor is not training now", severity="warning")
+            return
+        bridge = self.app.bridge
+
+        def answer(confirmed: bool | None) -> None:
+            if not confirmed:
+                return
+            if bridge.training and bridge.history.run == row.name:
+                bridge.stop()
+            else:
+                try:
+                    ask_to_stop(row.path)
+                except SLMError as e:
+                    self.notify(str(e), severity="error", markup=False)
+                    return
+            self.notify(f"stopping {row.name} after its step (it saves latest)")
+
+        self.app.push_screen(ConfirmScreen(f"Stop {row.name} after its step? It saves latest.", yes="Stop"), answer)
 
     async def action_checkpoints(self) -> None:
         screen = await self.app.open_section("checkpoints")

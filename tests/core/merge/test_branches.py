@@ -27,6 +27,14 @@ def test_branches_per_top_level_entry_or_per_file(workspace) -> None:
         plan_branches(workspace, "x", selection=["stories"])
 
 
+def test_files_without_usable_text_get_no_branch(workspace) -> None:
+    (workspace.data_dir / "blob.txt").write_bytes(b"\x00\x01binary")
+    (workspace.data_dir / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    assert [b.data for b in plan_branches(workspace, "x")] == ["b.md", "stories"]
+    replaced = plan_branches(workspace, "x", decode_errors="replace")  # its bad bytes replaced: usable
+    assert [b.data for b in replaced] == ["b.md", "latin.txt", "stories"]
+
+
 def test_threads_are_split_fairly() -> None:
     assert thread_shares(16, 3) == [6, 5, 5]
     assert thread_shares(2, 2) == [1, 1]

@@ -15,6 +15,10 @@ class CheckpointPicker(SelectionList[str]):
 
     listed: tuple[tuple[str, str | None], ...] = ()  # the rows shown: (folder, error)
 
+    @property
+    def listed_paths(self) -> set[str]:
+        return {path for path, error in self.listed if error is None}
+
     def show(self, entries: list[CheckpointEntry]) -> None:
         """Replace the rows, keeping the picks (in their order) that still exist and can be read."""
         picked, present = self.selected, {str(e.path) for e in entries if not e.error}

@@ -18,6 +18,7 @@ class OverlayPlot(PlotextPlot):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.runs: list[tuple[str, Curves]] = []
+        self.colours: list[str] | None = None
         self.metric: Metric = "val_bpb"
         self.axis: Axis = "step"
         self.smoothing = 0.0
@@ -25,19 +26,20 @@ class OverlayPlot(PlotextPlot):
         self._rendered: RenderResult | None = None
         self.build_seconds = 0.0
 
-    def show(self, runs: list[tuple[str, Curves]]) -> None:
-        self.runs = runs
+    def show(self, runs: list[tuple[str, Curves]], colours: list[str] | None = None) -> None:
+        self.runs, self.colours = runs, colours
         self.refresh()
 
     def _key(self) -> tuple:
         versions = tuple((name, curves.version) for name, curves in self.runs)
-        return (self.size, self.app.theme, versions, self.metric, self.axis, self.smoothing)
+        return (self.size, self.app.theme, versions, self.colours, self.metric, self.axis, self.smoothing)
 
     def render(self) -> RenderResult:
         key = self._key()
         if self._drawn != key:
             start = time.perf_counter()
-            overlay(self.plt, self.runs, self.metric, self.axis, self.smoothing, max(self.size.width, 20))
+            width = max(self.size.width, 20)
+            overlay(self.plt, self.runs, self.metric, self.axis, self.smoothing, width, self.colours)
             self._rendered, self._drawn = super().render(), key
             self.build_seconds = time.perf_counter() - start
         return self._rendered
