@@ -157,6 +157,7 @@ class TrainConfig:
     val_fraction: float = option(0.1, "fraction of the text held out for validation")
     split_seed: int = option(0, "seed of the train/validation split")
     decode_errors: DecodeErrors = option("skip", "files that are not UTF-8: skip them, or replace bad bytes")
+    keep_duplicates: bool = option(False, "train on every copy of a duplicated document (default: on the first)")
     tokenizer: str | None = None  # a tokenizer.json path or a workspace tokenizer name; None trains one
     min_frequency: int = option(2, "BPE: minimum pair frequency for a merge")
     init_from: str | None = None  # a checkpoint to start from (fine-tuning)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 
+from core.data.duplicates import Duplicates, TextDigest, digest_of, find_duplicates
 from core.data.files import (
     BAD_NAME,
     Decoder,
@@ -121,6 +122,7 @@ class FileStats:
     error: str | None = None
     skipped_records: int = 0  # JSONL lines without a usable `text` field
     chat_records: int = 0  # JSONL lines with a `messages` field (kept for supervised fine-tuning)
+    digests: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (text digest, bytes) per document
 
 
 def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
@@ -134,6 +136,7 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
     jsonl = path.suffix.lower() == ".jsonl"
     wide_bytes = 0  # UTF-16/32 text: its size in UTF-8, for the token estimate
     record_chars = 0  # JSONL: characters on lines with a `text` field, the only ones pretraining reads
+    whole = TextDigest()  # a .txt or .md file is one document
 
     def texts() -> Iterator[str]:
         nonlocal wide_bytes
@@ -149,6 +152,8 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
                     stats.chars += len(text)
                     stats.lines += text.count("\n")
                     wide_bytes += len(text.encode()) if decoder.encoding != "utf-8" else 0
+                    if not jsonl:
+                        whole.update(text)
                     yield text
                     continue
             stats.lines += raw.count(b"\n")  # an unusable file: its lines as bytes
@@ -163,6 +168,7 @@ def file_stats(path: Path, data_dir: Path, errors: str = "strict") -> FileStats:
         stats.error = f"cannot be read ({e.strerror or e})"
     if not jsonl and not stats.error:
         stats.documents = 1 if stats.chars else 0
+        stats.digests = [(whole.digest(), stats.bytes)] if stats.chars else []
     text_bytes = stats.bytes if decoder.encoding == "utf-8" else wide_bytes
     stats.est_tokens = (record_chars if jsonl else text_bytes) // 4
     stats.sha = digest.hexdigest()
@@ -176,10 +182,12 @@ def _count_records(block: str | None, stats: FileStats) -> int:
         return 0
     chars = 0
     for line in block.splitlines():
-        kind = _record_kind(line)
+        kind, record = _record_kind(line)
         if kind == "text":
             stats.documents += 1
             chars += len(line)
+            if record["text"]:  # the records pretraining reads (an empty one is no document to it)
+                stats.digests.append((digest_of(record["text"]), len(record["text"].encode("utf-8", "replace"))))
         stats.chat_records += kind == "chat"
         stats.skipped_records += kind == "bad"
     return chars
@@ -193,17 +201,16 @@ def _record(line: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _record_kind(line: str) -> str:
-    if not line.strip():
-        return "blank"
-    record = _record(line)
+def _record_kind(line: str) -> tuple[str, dict]:
+    """What a JSONL line is (blank, bad, text or chat), and its record."""
+    record = _record(line) if line.strip() else None
     if record is None:
-        return "bad"
+        return ("blank" if not line.strip() else "bad"), {}
     if isinstance(record.get("text"), str):
-        return "text"
+        return "text", record
     if isinstance(record.get("messages"), list):
-        return "chat"
-    return "bad"
+        return "chat", record
+    return "bad", record
 
 
 # --- the corpus and its split -------------------------------------------------------------------
@@ -217,6 +224,13 @@ class Corpus:
     files: list[FileStats]
     problems: list[FileStats] = field(default_factory=list)
     errors: str = "strict"
+    keep_duplicates: bool = False  # train on every copy of a text (each goes wholly to training, none to validation)
+    duplicates: Duplicates = field(default_factory=Duplicates)
+
+    def __post_init__(self) -> None:
+        self.duplicates = find_duplicates(
+            (f.path, i, digest, size) for f in self.files for i, (digest, size) in enumerate(f.digests)
+        )
 
     @classmethod
     def scan(
@@ -225,8 +239,10 @@ class Corpus:
         selection: list[str] | None = None,
         decode_errors: str = "skip",
         on_progress: ProgressFn | None = None,
+        keep_duplicates: bool = False,
     ) -> Corpus:
-        """Scan the selection; `decode_errors` is "skip" (leave bad files out) or "replace" (use U+FFFD)."""
+        """Scan the selection; `decode_errors` is "skip" (leave bad files out) or "replace" (use U+FFFD); exact
+        duplicate documents are left out of the split unless `keep_duplicates`."""
         errors = "replace" if decode_errors == "replace" else "strict"
         problems: list[FileStats] = []
         paths = discover(data_dir, selection, problems)
@@ -236,7 +252,7 @@ class Corpus:
             (problems if stats.error else files).append(stats)
             if on_progress:
                 on_progress("scan", i + 1, len(paths))
-        corpus = cls(Path(data_dir), files, sorted(problems, key=_order), errors)
+        corpus = cls(Path(data_dir), files, sorted(problems, key=_order), errors, keep_duplicates)
         where = shown(data_dir)
         if not paths and not problems:
             raise SLMError(f"no .txt, .md or .jsonl files in {where}: add some, or run `slm data --add-sample`")
@@ -287,8 +303,13 @@ class Corpus:
 
     def split(self, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None]]:
         """("train" | "val", text) pieces in corpus order; (side, None) marks the end of a document."""
-        hashed = self.hash_small_docs()
+        hashed, copies, originals = self.hash_small_docs(), self.duplicates.copies, self.duplicates.originals
         for path, index, chunks in self.documents():
+            if (path, index) in copies or (self.keep_duplicates and (path, index) in originals):
+                if self.keep_duplicates:  # every copy trains, none validates: no text on both sides
+                    yield from (("train", piece) for piece in chunks)
+                    yield "train", None
+                continue
             first = next(chunks, "")
             second = next(chunks, None)
             if second is None and len(first.encode("utf-8")) < CUT_BYTES and hashed:

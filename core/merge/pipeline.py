@@ -209,8 +209,16 @@ def train_stage(
 
 
 def handed_on(settings: Mapping[str, Any]) -> list[str]:
-    """The flags a branch process gets: --FLAG=VALUE for each of HANDED_ON that `settings` set."""
-    return [f"--{key.replace('_', '-')}={settings[key]}" for key in HANDED_ON if settings.get(key) is not None]
+    """The flags a branch process gets: --FLAG=VALUE for each of HANDED_ON that `settings` set (a switch: --FLAG
+    when it is on; the switches of TrainConfig are off by default)."""
+    flags = []
+    for key in HANDED_ON:
+        value, flag = settings.get(key), f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            flags += [flag] if value else []
+        elif value is not None:
+            flags.append(f"{flag}={value}")
+    return flags
 
 
 def branch_job(

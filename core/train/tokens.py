@@ -65,6 +65,7 @@ class TokenData:
 def cache_key(corpus: Corpus, tokenizer: Tokenizer, val_fraction: float, seed: int) -> str:
     h = hashlib.blake2b(digest_size=12)
     fields = [CACHE_VERSION, corpus.fingerprint(), corpus.errors, tokenizer.hash, val_fraction, seed]
+    fields += ["keep-duplicates"] * corpus.keep_duplicates  # (the keys of earlier caches stay as they were)
     h.update(json.dumps(fields).encode())
     return h.hexdigest()
 

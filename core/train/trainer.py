@@ -187,9 +187,14 @@ class Trainer:
         """Set `self.data` (its `train.tokens`, `val.tokens`, `corpus` fingerprint, `describe()`) and
         `self.batches` (`next()` gives inputs and targets, -1 where no loss is taken; `generator` is the position)."""
         cfg = self.cfg
-        corpus = Corpus.scan(self.workspace.data_dir, cfg.data, cfg.decode_errors, self._progress)
+        corpus = Corpus.scan(self.workspace.data_dir, cfg.data, cfg.decode_errors, self._progress, cfg.keep_duplicates)
         for problem in corpus.problems:
             self.emit(Notice(f"skipped {problem.path}: {problem.error}", "warning"))
+        if corpus.duplicates.copies:
+            kept = (
+                "kept, each copy in training only" if cfg.keep_duplicates else "left out (--keep-duplicates keeps them)"
+            )
+            self.emit(Notice(f"{corpus.duplicates.summary()}: {kept}"))
         if not self.resume:
             self.tokenizer = self._choose_tokenizer(corpus)
             self._fit_vocab()

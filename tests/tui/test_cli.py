@@ -88,6 +88,16 @@ def test_empty_data_folder(tmp_path, capsys) -> None:
     assert code == 1 and "slm data --add-sample" in err
 
 
+def test_data_counts_duplicates_and_train_leaves_them_out(workspace, capsys) -> None:
+    (workspace.data_dir / "copy").mkdir()
+    (workspace.data_dir / "copy" / "b.md").write_bytes((workspace.data_dir / "b.md").read_bytes())
+    code, out, _ = run_slm(workspace.root, "data", capsys=capsys)
+    assert code == 0 and "(= a copy of b.md," in out and "left out of training" in out
+    assert "1 exact duplicate documents" in out and "--keep-duplicates" in out
+    code, out, err = run_slm(workspace.root, "train", *TINY_FLAGS, "--max-steps", "1", "--name", "d", capsys=capsys)
+    assert code == 0 and "1 duplicate documents" in out + err and "copy/b.md (a copy of b.md)" in out + err
+
+
 def test_presets_table(capsys, tmp_path) -> None:
     code, out, _ = run_slm(tmp_path, "presets", capsys=capsys)
     assert code == 0

@@ -11,6 +11,7 @@ from tui.format import count, size
 
 def cmd_data(args: argparse.Namespace, ws) -> None:
     from core.data.corpus import FileStats, discover, file_stats
+    from core.data.duplicates import find_duplicates
     from core.data.sample import write_sample_corpus
 
     if args.add_sample:
@@ -22,7 +23,9 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
     errors = "replace" if args.decode_errors == "replace" else "strict"
     problems: list[FileStats] = []
     paths = discover(ws.data_dir, problems=problems)
-    rows = sorted([*(file_stats(p, ws.data_dir, errors) for p in paths), *problems], key=lambda r: Path(r.path).parts)
+    stats = [file_stats(p, ws.data_dir, errors) for p in paths]  # in corpus order: the first copy is the original
+    dups = find_duplicates((f.path, i, d, n) for f in stats if not f.error for i, (d, n) in enumerate(f.digests))
+    rows = sorted([*stats, *problems], key=lambda r: Path(r.path).parts)
     if not rows:
         print(f"{ws.data_dir} holds no .txt, .md or .jsonl files: add some, or run `slm data --add-sample`")
         return
@@ -33,9 +36,16 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
             note += f"  ({r.skipped_records} lines without text skipped)"
         if r.chat_records:
             note += f"  ({r.chat_records} chat records, kept for fine-tuning)"
+        if dropped := dups.by_file.get(r.path):
+            n = dropped.documents
+            what = f"a copy of {dropped.of}" if dropped.of else f"{n} duplicate record{'s' * (n != 1)}"
+            note += f"  (= {what}, {size(dropped.bytes)}: left out of training)"
         print(f"{r.path:<48} {size(r.bytes):>9} {r.lines:>9} {r.documents:>6} {count(r.est_tokens):>9}{note}")
     usable = [r for r in rows if not r.error]
     print(f"{len(usable)} usable of {len(rows)} files, {size(sum(r.bytes for r in usable))}")
+    if dups.copies:
+        print(f"{dups.documents} exact duplicate documents ({size(dups.bytes)}) are left out of training: "
+              "--keep-duplicates (slm train) keeps them")  # fmt: skip
 
 
 def cmd_tokenize(args: argparse.Namespace, ws) -> None:

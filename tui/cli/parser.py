@@ -200,7 +200,7 @@ def _tune_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _data_flags(p: argparse.ArgumentParser, val: bool = True) -> None:
-    add_flags(p, config_flags(TrainConfig, ["data", "decode_errors"]), shown=SHOWN)
+    add_flags(p, config_flags(TrainConfig, ["data", "decode_errors", "keep_duplicates"]), shown=SHOWN)
     if val:
         add_flags(p, config_flags(TrainConfig, ["val_fraction", "split_seed"]), defaults=True)
 

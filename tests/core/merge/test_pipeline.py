@@ -155,11 +155,12 @@ def test_every_setting_handed_on_is_a_flag_of_slm_train(workspace) -> None:
     from tui.cli.parser import build_parser
 
     defaults = vars(TrainConfig())
-    settings = {key: defaults.get(key, "toy") for key in HANDED_ON}
-    job = branch_job(workspace, Branch("x-a", "a"), Path("base"), SLM, settings)
-    parsed = vars(build_parser().parse_args(job.argv[len(SLM) :]))
-    assert {key: parsed[key] for key in HANDED_ON} == settings
-    assert parsed["init_from"] == "base" and parsed["name"] == "x-a" and parsed["data"] == ["a"]
+    for switched in (False, True):  # a switch is handed on as --FLAG when on
+        settings = {key: defaults.get(key, "toy") for key in HANDED_ON} | {"keep_duplicates": switched}
+        job = branch_job(workspace, Branch("x-a", "a"), Path("base"), SLM, settings)
+        parsed = vars(build_parser().parse_args(job.argv[len(SLM) :]))
+        assert {key: parsed[key] for key in HANDED_ON} == settings | {"keep_duplicates": switched or None}  # unset
+        assert parsed["init_from"] == "base" and parsed["name"] == "x-a" and parsed["data"] == ["a"]
 
 
 # A stand-in for `slm`: `train` on data "bad.txt" fails; otherwise it leaves a finished run.
