@@ -197,6 +197,15 @@ class Generator:
         return outs
 
 
+def sample_from_start(model: GPT, tokenizer: Tokenizer, device: torch.device, tokens: int, seed: int) -> str:
+    """What a model in training writes from the start of a document (temperature 0.8, top-k 50), as training
+    shows it now and then; the model is back in training mode after."""
+    settings = SamplingSettings(temperature=0.8, top_k=50, max_tokens=tokens, seed=seed)
+    text = Generator(model, tokenizer, device).generate([tokenizer.eot_id or 0], settings)
+    model.train()
+    return text
+
+
 def _find_stop(text: str, stops: list[str]) -> int | None:
     hits = [i for s in stops if s and (i := text.find(s)) >= 0]
     return min(hits) if hits else None

@@ -7,12 +7,13 @@ are unaffected.
 
 from __future__ import annotations
 
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.config import ModelConfig, from_dict, load_json, shown
+from core.config import ModelConfig, TrainConfig, from_dict, load_json, shown, to_dict
 from core.errors import SLMError
 from core.listing import label, run_dirs
 from core.runs.curves import Curves
@@ -80,17 +81,23 @@ def kind_of(info: dict[str, Any]) -> Kind:
 
 
 def flatten(info: dict[str, Any]) -> dict[str, Any]:
-    """run.json's settings as `section.field` entries of plain values (lists shown as text)."""
+    """run.json's settings as `section.field` entries of plain values (lists shown as text); a field the run's
+    version did not write yet reads as its default, which is what it trained with."""
     out: dict[str, Any] = {"kind": kind_of(info)}
-    for section in ("model", "train"):
+    for section, defaults in (("model", _defaults(ModelConfig)), ("train", _defaults(TrainConfig))):
         values = info.get(section)
-        for key, value in values.items() if isinstance(values, dict) else ():
+        for key, value in {**defaults, **values}.items() if isinstance(values, dict) else ():
             if key == "init_from" and isinstance(value, str):
                 value = label(Path(value))  # RUN/KIND, not the workspace's path
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):
                 value = ", ".join(value) or "-"
             out[f"{section}.{key}"] = value if isinstance(value, str | int | float | bool | None) else shown(value)
     return out
+
+
+@functools.cache
+def _defaults(cls: type) -> dict[str, Any]:
+    return to_dict(cls())
 
 
 def _status(run_dir: Path, info: dict[str, Any], curves: Curves) -> Status:

@@ -222,8 +222,9 @@ class DPOTrainer(Trainer):
         logps = sequence_logps(self.train_model, x, y).float().view(2, -1)
         return dpo_loss(logps, reference, self.beta)
 
-    def _evaluate(self) -> EvalResult:
-        """Held-out DPO loss; its perplexity; bits per byte of the chosen answers; and margin and win rate."""
+    def _evaluate(self, tokens: int | None = None) -> EvalResult:
+        """Held-out DPO loss; its perplexity; bits per byte of the chosen answers; and margin and win rate (on
+        every held-out pair: `tokens` is not used)."""
         val = self.data.val
         logps = self._logps(self.model, val.chosen, val.rejected, self.batches.width, self.batches.pad_id)
         loss = float(dpo_loss(logps, val.reference, self.beta))

@@ -198,11 +198,12 @@ class SFTTrainer(Trainer):
     def _meta(self, kind: str) -> dict[str, Any]:
         return {**super()._meta(kind), "chat": self.chat}
 
-    def _evaluate(self) -> EvalResult:
-        """Loss and bits per byte of the assistant's tokens in held-out conversations (up to `eval_tokens`)."""
-        examples, tokens = [], 0
+    def _evaluate(self, limit: int | None = None) -> EvalResult:
+        """Loss and bits per byte of the assistant's tokens in held-out conversations (up to `limit`, by default
+        `eval_tokens`)."""
+        examples, tokens, limit = [], 0, limit or self.cfg.eval_tokens
         for example in self.data.val.examples:
-            if tokens >= self.cfg.eval_tokens:
+            if tokens >= limit:
                 break
             examples.append(example)
             tokens += sum(example[1])

@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from core import atomic
-from core.chat.generate import Generator
-from core.chat.sampling import SamplingSettings
+from core.chat.generate import sample_from_start
 from core.checkpoint import Checkpoint, all_finite, load_checkpoint, load_weights, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
 from core.data.corpus import Corpus
@@ -33,6 +32,7 @@ from core.optim import lr_factor
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.named import train_on_corpus
 from core.train import failures, state
+from core.train.budget import Budget
 from core.train.distributed import Dist, gather_weights, gradient_sync, shard_model
 from core.train.events import (
     CheckpointSaved,
@@ -89,6 +89,7 @@ class Trainer:
         self.step = 0
         self.tokens_seen = 0
         self.elapsed = 0.0
+        self.budget = Budget(self.cfg.max_minutes, self.cfg.eval_tokens)
         self.best_val = math.inf
         self.evals_since_best = 0
         self.last_metrics: dict[str, float] = {}
@@ -336,9 +337,7 @@ class Trainer:
         parts = [self.step / cfg.max_steps]
         if cfg.max_tokens:
             parts.append(self.tokens_seen / cfg.max_tokens)
-        if cfg.max_minutes:
-            parts.append(self.elapsed / (cfg.max_minutes * 60))
-        return max(parts)
+        return max(*parts, self.budget.fraction(self.elapsed))
 
     @property
     def tokens_per_step(self) -> int:
@@ -391,11 +390,15 @@ class Trainer:
 
     def _loop(self) -> RunEnded:
         cfg = self.cfg
+        self.budget = Budget(cfg.max_minutes, cfg.eval_tokens, self.elapsed, not self.dist.active)  # goes on if resumed
         step_time = None
         step_tokens = self.tokens_per_step * self.dist.world
+        done = False
         while True:
             stopped = self._agree()
             if self.progress() >= 1.0:
+                if not done:  # the clock ran out during an evaluation or a save: the end still gets its own
+                    self._eval()
                 break
             if self.control.paused:
                 self._pause()
@@ -413,23 +416,15 @@ class Trainer:
             step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
             progress = self.progress()
             self.last_metrics["train_loss"] = loss
-            self.emit(
-                StepMetrics(
-                    step=self.step,
-                    loss=loss,
-                    lr=lr,
-                    tokens_seen=self.tokens_seen,
-                    tokens_per_s=step_tokens / step_time,
-                    elapsed_s=self.elapsed,
-                    progress=min(progress, 1.0),
-                    eta_s=self.elapsed * (1 - progress) / progress if 0 < progress < 1 else 0.0,
-                    grad_norm=grad_norm,
-                )
-            )
+            eta = self.elapsed * (1 - progress) / progress if 0 < progress < 1 else 0.0
+            rate, shown = step_tokens / step_time, min(progress, 1.0)
+            self.emit(StepMetrics(self.step, loss, lr, self.tokens_seen, rate, self.elapsed, shown, eta, grad_norm))
             done = progress >= 1.0
-            if self.step % cfg.eval_interval == 0 or done:
-                t1 = time.perf_counter()
-                stop_early = self._eval()
+            own = self.step % cfg.eval_interval == 0 or done
+            if own or self.budget.eval_due(self.elapsed):
+                t1, tokens = time.perf_counter(), None if own else self.budget.eval_tokens()
+                stop_early = self._eval(tokens)
+                self.budget.measured(tokens or cfg.eval_tokens, time.perf_counter() - t1)
                 if self.step % cfg.sample_interval == 0 or done:
                     self._sample()
                 self.elapsed += time.perf_counter() - t1
@@ -439,7 +434,10 @@ class Trainer:
                         self.step, "early_stop", self._best(), f"no better val loss in {cfg.patience} evals"
                     )
             if self.step % cfg.checkpoint_interval == 0 and not done:
+                t2 = time.perf_counter()
                 self.save("latest")
+                self.budget.save_s = time.perf_counter() - t2
+                self.elapsed += self.budget.save_s
         self._finish()
         return RunEnded(self.step, "finished", self._best())
 
@@ -513,29 +511,31 @@ class Trainer:
         _, loss = self.train_model(x, y)
         return loss
 
-    def _evaluate(self) -> EvalResult:
-        return evaluate_tokens(
-            self.model, self.data.val.array(), self.byte_lengths, self.cfg.batch_size, self.cfg.eval_tokens, self.amp
-        )
+    def _evaluate(self, tokens: int | None = None) -> EvalResult:
+        val, tokens = self.data.val.array(), tokens or self.cfg.eval_tokens
+        return evaluate_tokens(self.model, val, self.byte_lengths, self.cfg.batch_size, tokens, self.amp)
 
-    def _eval(self) -> bool:
-        """Evaluate on the validation split; save `best` on improvement; True means stop early."""
-        result = self._evaluate()
-        improved = result.loss < self.best_val
+    def _eval(self, tokens: int | None = None) -> bool:
+        """Evaluate on the validation split; save `best` on improvement; True: stop early. One the clock added
+        (`tokens` set: fewer of them) is a point of the curve only, and leaves `best` and patience alone."""
+        result = self._evaluate(tokens)
+        improved = tokens is None and result.loss < self.best_val
         if improved:
             self.best_val = result.loss
             self.evals_since_best = 0
-        else:
+        elif tokens is None:
             self.evals_since_best += 1
         self.last_metrics.update(val_loss=result.loss, val_ppl=result.ppl, val_bpb=result.bpb)
-        self.emit(EvalMetrics(self.step, result.loss, result.ppl, result.bpb, self.best_val, self.elapsed))
+        best = min(self.best_val, result.loss)
+        self.emit(EvalMetrics(self.step, result.loss, result.ppl, result.bpb, best, self.elapsed))
         if improved:
+            t = time.perf_counter()
             self.save("best")
+            self.budget.save_s = time.perf_counter() - t
         return self.cfg.patience is not None and self.evals_since_best >= self.cfg.patience
 
     def _sample(self) -> None:
-        generator = Generator(self.model, self.tokenizer, self.device)
-        settings = SamplingSettings(temperature=0.8, top_k=50, max_tokens=self.cfg.sample_tokens, seed=self.step)
-        text = generator.generate([self.tokenizer.eot_id or 0], settings)
-        self.model.train()
+        t = time.perf_counter()
+        text = sample_from_start(self.model, self.tokenizer, self.device, self.cfg.sample_tokens, self.step)
         self.emit(SampleText(self.step, text))
+        self.budget.sample_s = time.perf_counter() - t
