@@ -197,6 +197,7 @@ class RunsScreen(Screen):
     def show_side(self) -> None:
         diff, tree = self.query_one("#runs-diff", Static), self.query_one("#runs-lineage", Tree)
         diff.display, tree.display = self.side == "diff", self.side == "tree"
+        self.query_one("#runs-side").set_class(self.side == "tree", "-tree")  # a tree needs more room
         title = self.query_one("#runs-side-title", Static)
         if self.side == "tree":
             title.update(Content("lineage"))
