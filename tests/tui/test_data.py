@@ -91,6 +91,14 @@ async def test_a_file_that_is_not_utf8_shows_its_problem_in_the_preview(workspac
         )
 
 
+async def test_the_summary_counts_the_duplicates_training_leaves_out(workspace: Workspace) -> None:
+    (workspace.data_dir / "zz-copy.md").write_bytes((workspace.data_dir / "b.md").read_bytes())
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        size = (workspace.data_dir / "b.md").stat().st_size
+        assert f"1 duplicate ({size / 1024:.1f} KB) left out" in text_of(pilot.app, "#data-summary")
+
+
 async def test_the_validation_fraction_must_be_between_0_and_1(workspace: Workspace) -> None:
     async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
         await settled(pilot)

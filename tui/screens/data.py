@@ -17,6 +17,7 @@ from textual.validation import Function
 from textual.widgets import Footer, Header, Input, Label, Static, Tree
 
 from core.data.corpus import FileStats, discover, file_stats
+from core.data.duplicates import find_duplicates
 from core.errors import SLMError
 from tui.format import count, size
 from tui.messages import JobDone, JobFailed, JobProgress
@@ -183,6 +184,10 @@ class DataScreen(Screen):
         ]
         if len(picked) > len(usable):
             parts.append(f"{len(picked) - len(usable)} skipped")
+        dups = find_duplicates((f.path, i, d, n) for f in sorted(usable, key=lambda f: Path(f.path).parts)
+                               for i, (d, n) in enumerate(f.digests))  # fmt: skip
+        if dups.copies:
+            parts.append(f"{counted(dups.documents, 'duplicate')} ({size(dups.bytes)}) left out")
         self.query_one("#data-summary", Static).update(Content(" · ".join(parts)))
 
     # -- the highlighted entry ------------------------------------------------------------------
