@@ -7,7 +7,9 @@ import asyncio
 from collections.abc import Callable
 from functools import partial
 
+from textual import work
 from textual.command import CommandPalette, DiscoveryHit, Hit, Hits, Provider
+from textual.css.query import NoMatches
 
 from core.listing import list_checkpoints
 from tui.screens.modals import AnswersOnce
@@ -18,7 +20,15 @@ Entry = tuple[str, Callable[[], object], str]
 
 class Palette(AnswersOnce, CommandPalette):
     """Textual's command palette, dismissed once (a second Enter or Escape of a burst does not pop the screen
-    below), and paging its list while results arrive does not crash."""
+    below); neither paging its list while results arrive nor closing it while a search runs crashes."""
+
+    @work(exclusive=True, group=CommandPalette._GATHER_COMMANDS_GROUP)
+    async def _gather_commands(self, search_value: str) -> None:
+        try:
+            await CommandPalette._gather_commands.__wrapped__(self, search_value)
+        except (NoMatches, KeyError):  # textual 8: a search still running as a burst of keys closes the palette
+            if self.is_attached and self.app.screen is self:
+                raise
 
     def _action_command_list(self, action: str) -> None:
         try:

@@ -68,11 +68,22 @@ async def test_a_failing_worker_is_shown_and_the_studio_goes_on(workspace) -> No
         assert app.current_mode == "train" and app.is_running
 
 
+def no_quitting(app: StudioApp) -> StudioApp:
+    """The studio with its Quit action disarmed: random keys may pick "Quit" in the palette, and only a crash
+    should end the app under them."""
+
+    async def stay() -> None:
+        app.quit_asked = True
+
+    app.action_quit = stay
+    return app
+
+
 async def test_300_random_keys_raise_nothing(workspace) -> None:
     rng = random.Random(1234)
     keys = [*"123456", *"abcdgfprsxlyq ", "tab", "shift+tab", "enter", "escape", "up", "down", "left", "right",
             "space", "f1", "ctrl+p", "pageup", "pagedown", "home", "end", "backspace", "delete", "/"]  # fmt: skip
-    app = StudioApp(workspace)
+    app = no_quitting(StudioApp(workspace))
     async with app.run_test(size=(100, 30)) as pilot:
         for _ in range(300):
             await pilot.press(rng.choice(keys))
@@ -87,7 +98,7 @@ async def test_300_random_keys_raise_nothing(workspace) -> None:
 async def test_bursts_of_random_keys_at_small_and_large_sizes_raise_nothing(workspace, size) -> None:
     rng = random.Random(size[0])
     keys = [*"123456", *"abcdgfprsxlyq+-", "enter", "escape", "tab", "up", "down", "space", "f1", "f2", "ctrl+p"]
-    app = StudioApp(workspace)
+    app = no_quitting(StudioApp(workspace))
     async with app.run_test(size=size) as pilot:
         for _ in range(20):  # bursts of 10 keys, delivered faster than the studio handles them
             for key in rng.choices(keys, k=10):
