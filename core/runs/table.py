@@ -84,7 +84,7 @@ def flatten(info: dict[str, Any]) -> dict[str, Any]:
     """run.json's settings as `section.field` entries of plain values (lists shown as text); a field the run's
     version did not write yet reads as its default, which is what it trained with."""
     out: dict[str, Any] = {"kind": kind_of(info)}
-    for section, defaults in (("model", _defaults(ModelConfig)), ("train", _defaults(TrainConfig))):
+    for section, defaults in (("model", {}), ("train", _train_defaults())):  # model configs are written whole
         values = info.get(section)
         for key, value in {**defaults, **values}.items() if isinstance(values, dict) else ():
             if key == "init_from" and isinstance(value, str):
@@ -96,8 +96,8 @@ def flatten(info: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _defaults(cls: type) -> dict[str, Any]:
-    return to_dict(cls())
+def _train_defaults() -> dict[str, Any]:
+    return to_dict(TrainConfig())
 
 
 def _status(run_dir: Path, info: dict[str, Any], curves: Curves) -> Status:

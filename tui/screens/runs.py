@@ -60,6 +60,7 @@ class RunsScreen(Screen):
         self.marked: list[str] = []  # run names, in the order they were marked (their colours)
         self.sort, self.smoothing, self.side = "created", 0, "diff"
         self._table_key: tuple = ()
+        self._tree_key: tuple = ()  # what the lineage tree shows, so a refresh redraws it only on a change
         self.reading, self._again = False, False  # a worker reads the runs; another read was asked meanwhile
 
     def compose(self) -> ComposeResult:
@@ -210,9 +211,9 @@ class RunsScreen(Screen):
     def _fill_tree(self, tree: Tree) -> None:
         roots = lineage([r for r in self.rows if not r.error])
         key = tuple(node_label(r) for r in self.rows if not r.error)
-        if getattr(tree, "_drawn_key", None) == key:
+        if key == self._tree_key:
             return
-        tree._drawn_key = key  # type: ignore[attr-defined]
+        self._tree_key = key
         tree.clear()
 
         def add(parent, node: Node) -> None:
