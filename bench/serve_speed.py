@@ -1,18 +1,25 @@
-"""`slm serve` under load: requests/s and time to first token for 1 and 8 concurrent clients.
+"""`slm serve` under load: aggregate tokens/s and time to first token for 1, 8 and 32 streaming clients.
 
-    python bench/serve_speed.py [--checkpoint CKPT] [--preset toy] [--requests 32] [--max-tokens 64] [--rounds 3]
+    python bench/serve_speed.py [--presets toy small] [--requests 32] [--max-tokens 64] [--rounds 2]
 
-The server is `slm serve` in its own process; each client streams completions through the official
-`openai` client, one request after another. The baseline is the engine alone (`Generator.stream`,
-no HTTP) with the same prompts, seeds and sampling, so both make the same tokens. Without
-`--checkpoint` the model is a randomly initialised preset (speed does not depend on the weights)
-with a tokenizer trained on the shared corpus (or the sample corpus). The three measurements take
-turns for --rounds rounds and each keeps its fastest round, so a busy machine skews them alike.
+For each preset, `slm serve --parallel 8` runs in its own process on a random model of that shape
+(weights spread wide, so greedy choices are clear-cut: speed does not depend on the weights); clients
+stream completions over plain HTTP (a light client: the official one parses each chunk into objects
+and, 32 at once, takes the cores from the server), each making requests one after another.
+Rows: 1 client (the baseline), 8 clients (one per slot), 32 clients (four per slot: 24 wait in the
+queue). Each row keeps its fastest of --rounds rounds, taken in turns. Then 8 concurrent greedy
+streams are checked against the same requests made one at a time (nothing may mix between streams),
+and the server's /metrics after the load is printed.
+
+Targets (issue 17): 8 clients ≥ 4x the aggregate tokens/s of 1; time to first token p99 under 8 streams
+< 1 s for toy; 32 clients on 8 slots all finish; every concurrent greedy stream equals it alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import socket
 import statistics
@@ -27,70 +34,74 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import openai
-import torch
 
 from bench.models import random_checkpoint
-from core.chat.generate import Generator
-from core.chat.sampling import SamplingSettings
 
 PROMPTS = ["The king said", "First Citizen:", "What light through", "To be or not", "My lord, I"]
-Result = tuple[float, list[float], int]  # seconds, time to first token of each request, tokens made
+Result = tuple[float, list[float], int, int]  # seconds, time to first token of each request, tokens, finished
 
 
-def engine_run(generator: Generator, requests: int, max_tokens: int) -> Result:
-    ttft, tokens, start = [], 0, time.perf_counter()
-    for i in range(requests):
-        t0 = time.perf_counter()
-        # the server's defaults: temperature 1, no top-k
-        settings = SamplingSettings(temperature=1.0, top_k=0, max_tokens=max_tokens, seed=i)
-        generation = generator.stream(PROMPTS[i % len(PROMPTS)], settings)
-        for j, _ in enumerate(generation):
-            if j == 0:
-                ttft.append(time.perf_counter() - t0)
-        tokens += generation.new_tokens
-    return time.perf_counter() - start, ttft, tokens
+def stream_completion(host: str, port: int, body: dict) -> tuple[float, int, str]:
+    """One streamed completion over plain HTTP (a light client, so that 32 of them leave the cores to the
+    server): seconds to the first text, completion tokens, the text."""
+    connection = http.client.HTTPConnection(host, port, timeout=600)
+    t0, first, tokens, text = time.perf_counter(), 0.0, 0, []
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    connection.request("POST", "/v1/completions", json.dumps(payload), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    for line in response:
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        if chunk.get("choices") and chunk["choices"][0]["text"]:
+            first = first or time.perf_counter() - t0
+            text.append(chunk["choices"][0]["text"])
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+    connection.close()
+    return first, tokens, "".join(text)
 
 
-def server_run(url: str, clients: int, requests: int, max_tokens: int) -> Result:
-    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+def load(url: str, clients: int, requests: int, max_tokens: int, temperature: float = 1.0) -> Result:
+    host, port = url.removeprefix("http://").split(":")
 
-    def one(i: int) -> tuple[float, int]:
-        t0, first, tokens = time.perf_counter(), 0.0, 0
-        stream = client.completions.create(
-            model="bench",
-            prompt=PROMPTS[i % len(PROMPTS)],
-            max_tokens=max_tokens,
-            seed=i,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        for chunk in stream:
-            if not first and chunk.choices and chunk.choices[0].text:
-                first = time.perf_counter() - t0
-            if chunk.usage is not None:
-                tokens = chunk.usage.completion_tokens
-        return first, tokens
+    def one(i: int) -> tuple[float, int, str]:
+        body = {"prompt": PROMPTS[i % len(PROMPTS)] + f" {i}", "max_tokens": max_tokens, "seed": i}
+        return stream_completion(host, int(port), {**body, "temperature": temperature})
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(requests)))
-    return time.perf_counter() - start, [r[0] for r in results], sum(r[1] for r in results)
+    seconds = time.perf_counter() - start
+    return seconds, [r[0] for r in results if r[0]], sum(r[1] for r in results), len(results)
 
 
-def start_server(path: Path, threads: int) -> tuple[subprocess.Popen, str]:
+def greedy_texts(url: str, clients: int, requests: int, max_tokens: int) -> list[str]:
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0, timeout=600)
+
+    def one(i: int) -> str:
+        prompt = PROMPTS[i % len(PROMPTS)] + f" {i}"
+        return client.completions.create(model="b", prompt=prompt, max_tokens=max_tokens, temperature=0).choices[0].text
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, range(requests)))
+
+
+def start_server(path: Path, threads: int, parallel: int) -> tuple[subprocess.Popen, str]:
     """`slm serve` on a free port, once it answers."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "tui.cli", "serve", str(path), "--port", str(port), "--device", "cpu"]
+    command += ["--parallel", str(parallel)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     root = Path(__file__).resolve().parents[1]
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(f"{url}/models", timeout=1).close()
+            urllib.request.urlopen(f"{url}/health", timeout=1).close()
             return process, url
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -98,41 +109,51 @@ def start_server(path: Path, threads: int) -> tuple[subprocess.Popen, str]:
             time.sleep(0.2)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="a checkpoint folder (default: a random model of --preset)")
-    parser.add_argument("--preset", default="toy")
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads, here and in the server")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    path = Path(args.checkpoint) if args.checkpoint else random_checkpoint(Path(tempfile.mkdtemp()), args.preset)
-    generator = Generator.from_checkpoint(path, "cpu")
-    params = sum(p.numel() for p in generator.model.parameters())
-    print(f"model: {path} ({params / 1e6:.2f}M parameters), at most {args.max_tokens} tokens a request")
-    server, url = start_server(path, args.threads)
-    runs = {
-        ("engine, no HTTP", 1): lambda: engine_run(generator, args.requests, args.max_tokens),
-        ("slm serve", 1): lambda: server_run(url, 1, args.requests, args.max_tokens),
-        ("slm serve", 8): lambda: server_run(url, 8, args.requests, args.max_tokens),
-    }
+def bench_preset(name: str, args: argparse.Namespace) -> None:
+    path = random_checkpoint(Path(tempfile.mkdtemp()), name, spread=0.15)
+    server, url = start_server(path, args.threads, 8)
+    rows = {1: args.requests // 4, 8: args.requests, 32: args.requests}  # clients: requests
     try:
-        engine_run(generator, 2, args.max_tokens)  # warm up
-        server_run(url, 1, 2, args.max_tokens)
-        rounds = [{key: run() for key, run in runs.items()} for _ in range(args.rounds)]
+        load(url, 1, 2, args.max_tokens)  # warm up
+        rounds = [{c: load(url, c, n, args.max_tokens) for c, n in rows.items()} for _ in range(args.rounds)]
+        alone = greedy_texts(url, 1, 8, 24)
+        together = greedy_texts(url, 8, 8, 24)
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
     finally:
         server.terminate()
         server.wait()
-    print(f"{'':<16} {'clients':>7} {'requests':>8} {'req/s':>7} {'tokens/s':>9} {'TTFT p50':>9} {'TTFT p90':>9}")
-    for label, clients in runs:
-        seconds, ttft, tokens = min((r[label, clients] for r in rounds), key=lambda result: result[0])
-        p50, p90 = statistics.median(ttft), statistics.quantiles(ttft, n=10)[-1]
+    print(f"\n{name}: {path}, --parallel 8, at most {args.max_tokens} tokens a request, {args.threads} thread(s)")
+    print(
+        f"{'clients':>7} {'requests':>8} {'finished':>8} {'tokens/s':>9} {'x 1 client':>10} {'TTFT p50':>9} {'TTFT p99':>9}"
+    )
+    base = 0.0
+    for clients in rows:
+        seconds, ttft, tokens, finished = min((r[clients] for r in rounds), key=lambda result: result[0])
+        rate = tokens / seconds
+        base = base or rate
+        p50 = statistics.median(ttft)
+        p99 = statistics.quantiles(ttft, n=100)[-1] if len(ttft) > 1 else ttft[0]
         print(
-            f"{label:<16} {clients:>7} {len(ttft):>8} {len(ttft) / seconds:>7.2f} {tokens / seconds:>9.0f} "
-            f"{p50 * 1000:>7.1f}ms {p90 * 1000:>7.1f}ms"
+            f"{clients:>7} {rows[clients]:>8} {finished:>8} {rate:>9.0f} {rate / base:>9.2f}x "
+            f"{p50 * 1000:>7.0f}ms {p99 * 1000:>7.0f}ms"
         )
+    same = sum(a == b for a, b in zip(alone, together, strict=True))
+    print(f"8 concurrent greedy streams equal to each alone: {same}/8")
+    if args.metrics:
+        print(metrics)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["toy", "small"])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads in the server")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--metrics", action="store_true", help="print the server's /metrics after the load")
+    args = parser.parse_args()
+    for name in args.presets:
+        bench_preset(name, args)
 
 
 if __name__ == "__main__":

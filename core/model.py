@@ -92,6 +92,11 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    def copy_row(self, source: KVCache, row: int, source_row: int, length: int) -> None:
+        """Copy the first `length` positions of `source_row` in `source` into `row` of this cache."""
+        self.k[:, row, :, :length] = source.k[:, source_row, :, :length]
+        self.v[:, row, :, :length] = source.v[:, source_row, :, :length]
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (batch, kv_heads, time, head_dim) after the filled part; return all so far."""
         end = self.pos + k.shape[2]
@@ -309,3 +314,54 @@ class Decoder:
             x = torch.addmv(x, down_w, F.silu(gate).mul_(up))
         cache.pos += 1
         return torch.mv(model.lm_head.weight, x * model.norm.weight).mul_(self._inv_rms(x))
+
+
+class BatchDecoder:
+    """Many sequences, one token each per step, each at its own position: the server's forward.
+
+    Sequence r lives in row r of a KVCache with `positions[r]` tokens already in it (rows 0..R-1 are
+    the active ones, so the cache is read through views, not copies). One matrix product per layer
+    serves every row, which is what makes decoding many sequences cost little more than one. Same math
+    as `forward`, with the weights looked up once instead of through modules each step.
+    """
+
+    def __init__(self, model: GPT, cache: KVCache) -> None:
+        self.model, self.cache, self.config = model, cache, model.config
+        self.blocks = [
+            (
+                b.attn_norm.weight,
+                b.attn.qkv.weight,
+                b.attn.proj.weight,
+                b.mlp_norm.weight,
+                b.mlp.gate_up.weight,
+                b.mlp.down.weight,
+            )
+            for b in model.blocks
+        ]
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Feed tokens (R,) at positions (R,) of rows 0..R-1; the logits (R, vocab) for each next token."""
+        model, cache, config = self.model, self.cache, self.config
+        rows, width, eps = len(tokens), (config.n_embd,), config.norm_eps
+        h, kv, hd, hidden = config.n_head, config.n_kv_head, config.head_dim, config.mlp_hidden
+        end = int(positions.max()) + 1
+        if end > config.context:
+            raise ValueError(f"sequence of {end} tokens exceeds the context of {config.context}")
+        cos, sin = model.rope_cos[positions, None], model.rope_sin[positions, None]  # (rows, 1, head_dim)
+        index = torch.arange(rows, device=tokens.device)
+        mask = None  # rows at one position attend to every key so far; others see only their own past
+        if int(positions.min()) + 1 != end:
+            mask = (torch.arange(end, device=tokens.device) <= positions[:, None])[:, None, None]
+        x = F.embedding(tokens, model.embed.weight)
+        for i, (attn_norm, qkv_w, proj_w, mlp_norm, gate_up_w, down_w) in enumerate(self.blocks):
+            qkv = F.linear(F.rms_norm(x, width, attn_norm, eps), qkv_w).view(rows, h + 2 * kv, hd)
+            qk, v = qkv.split((h + kv, kv), dim=1)
+            q, k = apply_rope(qk, cos, sin).split((h, kv), dim=1)
+            cache.k[i, index, :, positions] = k
+            cache.v[i, index, :, positions] = v
+            keys, values = cache.k[i, :rows, :, :end], cache.v[i, :rows, :, :end]
+            y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=mask, enable_gqa=kv != h)
+            x = torch.addmm(x, y.view(rows, -1), proj_w.t())
+            gate, up = F.linear(F.rms_norm(x, width, mlp_norm, eps), gate_up_w).split(hidden, dim=-1)
+            x = torch.addmm(x, F.silu(gate).mul_(up), down_w.t())
+        return F.linear(F.rms_norm(x, width, model.norm.weight, eps), model.lm_head.weight).float()

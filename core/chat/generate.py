@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,6 +19,14 @@ from core.checkpoint import Checkpoint, load_checkpoint, load_weights
 from core.device import pick_device
 from core.model import GPT, Decoder, KVCache
 from core.tokenizer.bpe import Tokenizer
+
+
+def column_major(model: GPT) -> None:
+    """Store the matrices column by column (same values, transposed memory): on x86 CPUs MKL's
+    matrix-vector product reads that layout up to twice as fast, and batched products gain too."""
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and (name != "embed.weight" or model.config.tie_embeddings):
+            p.data = p.data.t().contiguous().t()
 
 
 def sample_next(
@@ -49,6 +56,73 @@ def sample_next(
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def sample_rows(
+    logits: torch.Tensor,
+    settings: list[SamplingSettings],
+    histories: list[torch.Tensor | None],
+    rngs: list[torch.Generator],
+) -> list[int]:
+    """`sample_next` for each row of logits (rows, vocab), with the same picks, in fewer calls.
+
+    Rows that are plain (no top-k, top-p or repetition penalty) share one softmax, and greedy rows one
+    argmax; the others, and a batch with a non-finite logit, go row by row.
+    """
+    plain = [s.top_k in (0, None) and s.top_p >= 1.0 and s.repetition_penalty == 1.0 for s in settings]
+    if not all(plain) or not bool(torch.isfinite(logits).all()):
+        return [sample_next(row, s, h, g) for row, s, h, g in zip(logits, settings, histories, rngs, strict=True)]
+    greedy = logits.argmax(dim=-1).tolist()
+    temperatures = torch.tensor([s.temperature or 1.0 for s in settings], dtype=logits.dtype)
+    probs = torch.softmax(logits / temperatures[:, None], dim=-1)
+    return [
+        greedy[r] if s.temperature == 0 else int(torch.multinomial(probs[r], 1, generator=g))
+        for r, (s, g) in enumerate(zip(settings, rngs, strict=True))
+    ]
+
+
+class TextStream:
+    """Token ids in, text out: never a split UTF-8 character, cut before a stop string, and why it ended.
+
+    `push` each new token and print what it returns; once `finish_reason` is set, the text is over.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, stop_ids: set[int], stops: list[str]) -> None:
+        self.decoder = tokenizer.stream_decoder()
+        self.stop_ids, self.stops = stop_ids, stops
+        self.hold = max((len(s) for s in stops), default=1) - 1  # characters that may start a stop string
+        self.pending = ""
+        self.finish_reason = ""  # length | stop | eot | cancelled | context
+        self.new_tokens = 0
+
+    def push(self, token: int) -> str:
+        """The text that `token` completes, held back while it may be the start of a stop string."""
+        if token in self.stop_ids:
+            return self.finish("eot")
+        self.new_tokens += 1
+        self.pending += self.decoder.push(token)
+        cut = _find_stop(self.pending, self.stops)
+        if cut is not None:
+            self.finish_reason = "stop"
+            return self.pending[:cut]
+        if len(self.pending) <= self.hold:
+            return ""
+        ready, self.pending = (
+            self.pending[: len(self.pending) - self.hold],
+            self.pending[len(self.pending) - self.hold :],
+        )
+        return ready
+
+    def finish(self, reason: str) -> str:
+        """End the text for `reason`; what is still held back (up to a stop string in it)."""
+        self.finish_reason = reason
+        rest = self.pending + self.decoder.flush()
+        self.pending = ""
+        cut = _find_stop(rest, self.stops)
+        if cut is not None:
+            self.finish_reason = "stop"
+            rest = rest[:cut]
+        return rest
 
 
 class Generation:
@@ -84,7 +158,10 @@ class Generator:
         ckpt = load_checkpoint(path)
         model = GPT(ckpt.config)
         load_weights(model, ckpt.state, path)
-        generator = cls(model, ckpt.tokenizer, pick_device(device))
+        device = pick_device(device)
+        if device.type == "cpu":
+            column_major(model)
+        generator = cls(model, ckpt.tokenizer, device)
         generator.checkpoint = ckpt
         return generator
 
@@ -153,48 +230,24 @@ class Generator:
                 gen.truncated = len(prompt_ids) - keep
                 prompt_ids = prompt_ids[-keep:]
             gen.prompt_tokens = len(prompt_ids)
-            decoder = self.tokenizer.stream_decoder()
-            hold = max((len(s) for s in settings.stop), default=1) - 1
-            pending = ""
-            gen.finish_reason = "length"
+            text = TextStream(self.tokenizer, self.stop_ids, settings.stop)
             for token in self.token_ids(prompt_ids, settings, cancelled, use_cache):
-                if token in self.stop_ids:
-                    gen.finish_reason = "eot"
+                piece = text.push(token)
+                gen.new_tokens = text.new_tokens
+                if piece:
+                    yield piece
+                if text.finish_reason:
                     break
-                gen.new_tokens += 1
-                pending += decoder.push(token)
-                cut = _find_stop(pending, settings.stop)
-                if cut is not None:
-                    gen.finish_reason = "stop"
-                    if pending[:cut]:
-                        yield pending[:cut]
-                    return
-                if len(pending) > hold:
-                    yield pending[: len(pending) - hold]
-                    pending = pending[len(pending) - hold :]
             else:
-                if cancelled is not None and cancelled():
-                    gen.finish_reason = "cancelled"
-            pending += decoder.flush()
-            cut = _find_stop(pending, settings.stop)
-            if cut is not None:
-                gen.finish_reason = "stop"
-                pending = pending[:cut]
-            if pending:
-                yield pending
+                piece = text.finish("cancelled" if cancelled is not None and cancelled() else "length")
+                if piece:
+                    yield piece
+            gen.finish_reason = text.finish_reason
 
         return Generation(pieces)
 
     def generate(self, prompt: str | list[int], settings: SamplingSettings | None = None) -> str:
         return self.stream(prompt, settings).text()
-
-    def samples(self, prompt: str, settings: SamplingSettings, n: int) -> list[str]:
-        """`n` independent continuations (seeds seed, seed+1, ... when a seed is set)."""
-        outs = []
-        for i in range(n):
-            seed = None if settings.seed is None else settings.seed + i
-            outs.append(self.generate(prompt, replace(settings, seed=seed)))
-        return outs
 
 
 def sample_from_start(model: GPT, tokenizer: Tokenizer, device: torch.device, tokens: int, seed: int) -> str:

@@ -2,10 +2,11 @@
 
 `GET /v1/models`, `POST /v1/completions` and `POST /v1/chat/completions`, answered whole or streamed as
 server-sent events in OpenAI's chunk format (`data: {chunk}` lines ending with `data: [DONE]`), with
-temperature, top_p, max_tokens, stop, seed and n. The model is loaded once; requests run one at a time
-on a single worker thread, in arrival order, so outputs never mix. Safe by default: loopback only,
-an optional bearer API key, bounded bodies, token counts, choices and queue, and every bad request a
-400 with an OpenAI-style error body.
+temperature, top_p, max_tokens, stop, seed and n; `GET /metrics` (Prometheus) and `GET /health`. The model
+is loaded once; requests decode together on one thread (`core.chat.scheduler`: continuous batching
+over `parallel` slots, each choice of a request its own sequence), and requests beyond the slots wait
+in a bounded queue (past it: 429). Safe by default: loopback only, an optional bearer API key, bounded
+bodies, token counts, choices and queue, and every bad request a 4xx with an OpenAI-style error body.
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from core.chat.sampling import SamplingSettings
-from core.data.conversations import ROLES, Message
+from core.chat.api_requests import APIError, Job, ServeLimits, parse_job, parse_messages, read_json
+from core.chat.batch import Sequence
+from core.chat.scheduler import QueueFull, Scheduler
 from core.errors import SLMError
 from core.tokenizer.chat_template import END, completion_text, is_chat_model, render_chat
 
@@ -38,151 +38,16 @@ if TYPE_CHECKING:
 
     import uvicorn
 
-    from core.chat.generate import Generation, Generator
+    from core.chat.generate import Generator
 
-FINISH_REASONS = {"eot": "stop", "stop": "stop", "length": "length", "context": "length", "cancelled": "stop"}
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """What one request may ask for, and how many may wait."""
-
-    max_body_bytes: int = 1 << 20
-    max_tokens: int = 1024
-    max_n: int = 8
-    max_stop: int = 4
-    max_queue: int = 32
-
-    def __post_init__(self) -> None:
-        for name, value in vars(self).items():
-            if value < 1:
-                raise SLMError(f"the server's {name.replace('_', ' ')} must be at least 1, not {value}")
-
-
-class APIError(Exception):
-    """A request the server refuses, answered as OpenAI does: {"error": {"message", "type", "param", "code"}}."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        error = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": error}, status_code=self.status)
-
-
-# --- reading requests ---------------------------------------------------------------------------
-
-
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, refused (413) past `limit` bytes without reading further."""
-    declared = request.headers.get("content-length", "")
-    too_large = APIError(413, f"the request body is larger than {limit} bytes")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise APIError(400, "the request body is not valid JSON") from None
-    except RecursionError:
-        raise APIError(400, "the request body nests JSON too deeply") from None
-    if not isinstance(value, dict):
-        raise APIError(400, "the request body must be a JSON object")
-    return value
-
-
-def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise APIError(400, f"'{name}' must be a number from {low:g} to {high:g}", name)
-    return float(value)
-
-
-def _integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise APIError(400, f"'{name}' must be an integer from {low} to {high}", name)
-    return value
-
-
-def _stop(body: dict[str, Any], most: int) -> list[str]:
-    stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
-    if not isinstance(stops, list) or len(stops) > most or not all(isinstance(s, str) and s for s in stops):
-        raise APIError(400, f"'stop' must be a string or a list of at most {most} non-empty strings", "stop")
-    return stops
-
-
-@dataclass
-class Job:
-    """One validated request: prompt ids, how to sample, how many choices, streamed or not."""
-
-    prompt: list[int]
-    settings: SamplingSettings
-    n: int
-    stream: bool
-    include_usage: bool = False  # stream_options.include_usage: a last chunk with the token counts
-
-    def choice_settings(self) -> list[SamplingSettings]:
-        """One settings per choice; with a seed, choice i uses seed + i (as `slm generate --num-samples`)."""
-        seed = self.settings.seed
-        return [replace(self.settings, seed=None if seed is None else seed + i) for i in range(self.n)]
-
-
-def parse_job(body: dict[str, Any], prompt: list[int], default_max_tokens: int, limits: ServeLimits) -> Job:
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise APIError(400, "'stream' must be true or false", "stream")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise APIError(400, "'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
-    if "max_tokens" not in body and "max_completion_tokens" in body:
-        body = {**body, "max_tokens": body["max_completion_tokens"]}
-    settings = SamplingSettings(
-        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_k=0,
-        top_p=_number(body, "top_p", 1.0, 1e-9, 1.0),
-        max_tokens=_integer(body, "max_tokens", default_max_tokens, 1, limits.max_tokens),
-        stop=_stop(body, limits.max_stop),
-        seed=_integer(body, "seed", None, -(2**63), 2**63 - 1),
-    )
-    return Job(prompt, settings, _integer(body, "n", 1, 1, limits.max_n), stream, options.get("include_usage", False))
-
-
-def parse_messages(body: dict[str, Any]) -> list[Message]:
-    """OpenAI messages as ours: content a string or a list of text parts; "developer" is a system message."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty list", "messages")
-    out = []
-    for message in messages:
-        role = message.get("role") if isinstance(message, dict) else None
-        role = "system" if role == "developer" else role
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            content = "".join(p for p in parts if isinstance(p, str)) if len(parts) == len(content) else None
-        if role not in ROLES or not isinstance(content, str):
-            raise APIError(400, f"each message needs a role ({', '.join(ROLES)}) and text content", "messages")
-        out.append({"role": role, "content": content})
-    return out
+FINISH_REASONS = {"eot": "stop", "stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
 
 
 # --- the API ------------------------------------------------------------------------------------
 
 
 class API:
-    """The routes, around one Generator that a single worker thread drives."""
+    """The routes, around one Generator that the scheduler's thread drives."""
 
     def __init__(self, generator: Generator, name: str, api_key: str | None, limits: ServeLimits) -> None:
         self.generator = generator
@@ -192,14 +57,15 @@ class API:
         self.created = int(time.time())
         meta = generator.checkpoint.meta if generator.checkpoint is not None else {}
         self.chat_mode = is_chat_model(generator.tokenizer, meta)
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slm-serve")
-        self.slots = threading.BoundedSemaphore(limits.max_queue)
+        self.scheduler = Scheduler(generator, limits.parallel, limits.max_queue)
 
     def app(self) -> Starlette:
         routes = [
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/health", self.health, methods=["GET"]),
         ]
         handlers: dict[Any, Callable] = {
             APIError: lambda request, e: e.response(),
@@ -210,9 +76,9 @@ class API:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        """On shutdown, drop the queued requests; the running one ends with its thread."""
+        """On shutdown, end the waiting and running requests."""
         yield
-        self.worker.shutdown(wait=False, cancel_futures=True)
+        self.scheduler.close()
 
     def authorise(self, request: Request) -> None:
         if self.api_key is None:
@@ -227,6 +93,15 @@ class API:
         self.authorise(request)
         model = {"id": self.name, "object": "model", "created": self.created, "owned_by": "slm-studio"}
         return JSONResponse({"object": "list", "data": [model]})
+
+    async def metrics(self, request: Request) -> PlainTextResponse:
+        self.authorise(request)
+        return PlainTextResponse(self.scheduler.metrics().prometheus(), media_type="text/plain; version=0.0.4")
+
+    async def health(self, request: Request) -> JSONResponse:
+        """Liveness for load balancers: no key needed, nothing about the model but its slots."""
+        counts = self.scheduler.metrics()
+        return JSONResponse({"status": "ok", "slots_idle": counts.slots - counts.busy_slots, "queued": counts.queued})
 
     async def completions(self, request: Request) -> Any:
         self.authorise(request)
@@ -259,13 +134,14 @@ class API:
 
     # -- running generations -------------------------------------------------------------------
 
-    def submit(self, work: Callable[[], Any]) -> Future:
-        """Queue `work` on the model's thread, or refuse (503) when the queue is full."""
-        if not self.slots.acquire(blocking=False):
-            raise APIError(503, "the server is busy: too many requests are waiting, try again shortly")
-        future = self.worker.submit(work)
-        future.add_done_callback(lambda _: self.slots.release())
-        return future
+    def submit(self, sequences: list[Sequence]) -> None:
+        """Hand a request's sequences to the scheduler, or refuse (429) when its queue is full."""
+        try:
+            self.scheduler.submit(sequences)
+        except QueueFull:
+            raise APIError(
+                429, "the server is busy: too many requests are waiting, try again shortly", None, "rate_limit_exceeded"
+            ) from None
 
     async def respond(self, job: Job, chat: bool) -> Any:
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
@@ -279,70 +155,68 @@ class API:
             chunk_envelope = {**envelope, "object": "chat.completion.chunk" if chat else "text_completion"}
             events = self.events(job, chat, chunk_envelope)
             return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-        def work() -> list[tuple[str, Generation]]:
-            results = []
-            for settings in job.choice_settings():
-                generation = self.generator.stream(job.prompt, settings)
-                results.append((generation.text(), generation))
-            return results
-
-        results = await asyncio.wrap_future(self.submit(work))
+        loop = asyncio.get_running_loop()
+        gone = threading.Event()
+        sequences = job.sequences(gone.is_set)
+        finished = [loop.create_future() for _ in sequences]
+        for seq, future in zip(sequences, finished, strict=True):
+            seq.on_done = lambda seq, future=future: loop.call_soon_threadsafe(future.set_result, seq)
+        self.submit(sequences)
+        try:
+            await asyncio.gather(*finished)
+        finally:
+            gone.set()  # a client that went away frees its rows
+        if errors := [seq.error for seq in sequences if seq.error]:
+            raise APIError(500, errors[0])
         choices = [
-            {"index": i, **_content(chat, text), "logprobs": None, "finish_reason": FINISH_REASONS[g.finish_reason]}
-            for i, (text, g) in enumerate(results)
+            {
+                "index": i,
+                **_content(chat, seq.output),
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS[seq.finish_reason],
+            }
+            for i, seq in enumerate(sequences)
         ]
-        return JSONResponse({**envelope, "choices": choices, "usage": _usage([g for _, g in results])})
+        return JSONResponse({**envelope, "choices": choices, "usage": _usage(sequences)})
 
     def events(self, job: Job, chat: bool, envelope: dict[str, Any]) -> AsyncIterator[str]:
         """Server-sent events: each text piece as it is made, a last chunk per choice, then [DONE].
 
-        The generation runs on the worker thread and hands pieces to the event loop; a client that
-        disconnects cancels it at the next token.
+        The sequences decode on the scheduler's thread and hand pieces to the event loop; a client
+        that disconnects frees their rows at the next step.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, str | None, Generation | None] | BaseException | None] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, str | None, Sequence | None]] = asyncio.Queue()
         cancel = threading.Event()
-
-        def put(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def work() -> None:
-            try:
-                for i, settings in enumerate(job.choice_settings()):
-                    generation = self.generator.stream(job.prompt, settings, cancel.is_set)
-                    for piece in generation:
-                        put((i, piece, None))
-                    put((i, None, generation))
-            except Exception as e:  # reported to the client as an error event
-                put(e)
-            finally:
-                put(None)
-
-        self.submit(work)
+        sequences = job.sequences(cancel.is_set)
+        for i, seq in enumerate(sequences):
+            seq.on_text = lambda seq, piece, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, piece, None))
+            seq.on_done = lambda seq, i=i: loop.call_soon_threadsafe(queue.put_nowait, (i, None, seq))
+        self.submit(sequences)
 
         def event(index: int, delta: dict[str, Any], finish: str | None) -> str:
             choice = {"index": index, **delta, "logprobs": None, "finish_reason": finish}
             return f"data: {json.dumps({**envelope, 'choices': [choice]})}\n\n"
 
         async def stream() -> AsyncIterator[str]:
-            finished: list[Generation] = []
+            finished: list[Sequence] = []
             try:
                 if chat:
                     for i in range(job.n):
                         yield event(i, {"delta": {"role": "assistant", "content": ""}}, None)
-                while (item := await queue.get()) is not None:
-                    if isinstance(item, BaseException):
-                        error = {"message": f"generation failed: {item}", "type": "server_error"}
-                        yield f"data: {json.dumps({'error': error})}\n\n"
-                        continue
-                    i, piece, done = item
-                    if done is None:
-                        yield event(i, _delta(chat, piece or ""), None)
-                    else:
+                while len(finished) < job.n:
+                    items = [await queue.get()]
+                    while not queue.empty():  # what queued up meanwhile goes out in as few chunks as it can
+                        items.append(queue.get_nowait())
+                    for i, piece, done in _joined(items):
+                        if done is None:
+                            yield event(i, _delta(chat, piece), None)
+                            continue
                         finished.append(done)
+                        if done.error:
+                            yield f"data: {json.dumps({'error': {'message': done.error, 'type': 'server_error'}})}\n\n"
                         yield event(i, _delta(chat, None), FINISH_REASONS[done.finish_reason])
-                if job.include_usage and finished:
+                if job.include_usage:
                     yield f"data: {json.dumps({**envelope, 'choices': [], 'usage': _usage(finished)})}\n\n"
                 yield "data: [DONE]\n\n"
             finally:
@@ -351,8 +225,19 @@ class API:
         return stream()
 
 
-def _usage(generations: list[Generation]) -> dict[str, int]:
-    prompt, completion = generations[0].prompt_tokens, sum(g.new_tokens for g in generations)
+def _joined(items: list[tuple[int, str | None, Sequence | None]]) -> list[tuple[int, str | None, Sequence | None]]:
+    """Stream items with each run of text pieces of one choice joined into one piece."""
+    out: list[tuple[int, str | None, Sequence | None]] = []
+    for i, piece, done in items:
+        if done is None and out and out[-1][0] == i and out[-1][2] is None:
+            out[-1] = (i, (out[-1][1] or "") + (piece or ""), None)
+        else:
+            out.append((i, piece, done))
+    return out
+
+
+def _usage(sequences: list[Sequence]) -> dict[str, int]:
+    prompt, completion = sequences[0].prompt_tokens, sum(seq.new_tokens for seq in sequences)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 

@@ -79,13 +79,13 @@ def no_quitting(app: StudioApp) -> StudioApp:
     return app
 
 
-async def test_300_random_keys_raise_nothing(workspace) -> None:
+async def test_150_random_keys_raise_nothing(workspace) -> None:
     rng = random.Random(1234)
     keys = [*"123456", *"abcdgfprsxlyq ", "tab", "shift+tab", "enter", "escape", "up", "down", "left", "right",
             "space", "f1", "ctrl+p", "pageup", "pagedown", "home", "end", "backspace", "delete", "/"]  # fmt: skip
     app = no_quitting(StudioApp(workspace))
     async with app.run_test(size=(100, 30)) as pilot:
-        for _ in range(300):
+        for _ in range(150):
             await pilot.press(rng.choice(keys))
         await pilot.pause()
         app.bridge.stop()
@@ -100,7 +100,7 @@ async def test_bursts_of_random_keys_at_small_and_large_sizes_raise_nothing(work
     keys = [*"123456", *"abcdgfprsxlyq+-", "enter", "escape", "tab", "up", "down", "space", "f1", "f2", "ctrl+p"]
     app = no_quitting(StudioApp(workspace))
     async with app.run_test(size=size) as pilot:
-        for _ in range(20):  # bursts of 10 keys, delivered faster than the studio handles them
+        for _ in range(12):  # bursts of 10 keys, delivered faster than the studio handles them
             for key in rng.choices(keys, k=10):
                 app.post_message(events.Key(key, key if len(key) == 1 else None))
             await pilot.pause(0.1)

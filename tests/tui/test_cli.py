@@ -50,6 +50,13 @@ def test_full_cli_journey(workspace, capsys) -> None:
         ws, "generate", "cli", "--prompt", "The cat", "--max-tokens", "5", "--seed", "1", capsys=capsys
     )
     assert code == 0 and out.startswith("The cat")
+    one = out.strip()
+
+    args = ("--prompt", "The cat", "--max-tokens", "5", "--seed", "1", "--num-samples", "3")
+    code, out, err = run_slm(ws, "generate", "cli", *args, capsys=capsys)
+    assert code == 0, err
+    batch = out.split("--- sample ")
+    assert len(batch) == 4 and batch[1].split("\n", 1)[1].strip() == one  # sample 1 has the seed of a lone run
 
     code, out, _ = run_slm(ws, "eval", "cli/final", "--file", str(workspace.data_dir / "b.md"), capsys=capsys)
     assert code == 0 and "bits/byte" in out

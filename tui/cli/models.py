@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from core.errors import SLMError
 from tui.cli.flags import collect
 from tui.cli.parser import SAMPLING_FLAGS
 from tui.format import clip, size
@@ -31,26 +33,38 @@ def cmd_generate(args: argparse.Namespace, ws) -> None:
                 return
             _stream(gen, prompt, settings, args.no_cache, args.chat)
         return
-    from dataclasses import replace
+    if args.num_samples < 1:
+        raise SLMError(f"--num-samples must be at least 1, not {args.num_samples}")
+    if args.num_samples == 1 or args.no_cache:
+        for i in range(args.num_samples):
+            if args.num_samples > 1:
+                print(f"--- sample {i + 1}")
+            seed = None if settings.seed is None else settings.seed + i
+            _stream(gen, args.prompt, replace(settings, seed=seed), args.no_cache, args.chat)
+        return
+    from core.chat.batch import samples
 
-    for i in range(args.num_samples):
-        if args.num_samples > 1:
-            print(f"--- sample {i + 1}")
-        seed = None if settings.seed is None else settings.seed + i
-        _stream(gen, args.prompt, replace(settings, seed=seed), args.no_cache, args.chat)
+    ids, settings = _request(gen, args.prompt, settings, args.chat)
+    for i, seq in enumerate(samples(gen, ids, settings, args.num_samples)):
+        print(f"--- sample {i + 1}")
+        print(seq.output if args.chat else args.prompt + seq.output)
+
+
+def _request(gen, prompt: str, settings, chat: bool) -> tuple[list[int], object]:
+    """The prompt's token ids and settings; with `chat`, the prompt as a user message in the chat template."""
+    if not chat:
+        return gen.tokenizer.encode(prompt), settings
+    from core.tokenizer.chat_template import END, render_chat
+
+    ids = render_chat([{"role": "user", "content": prompt}], gen.tokenizer)
+    return ids, replace(settings, stop=[*settings.stop, END])
 
 
 def _stream(gen, prompt: str, settings, no_cache: bool, chat: bool = False) -> None:
     """Print `prompt` and its continuation; with `chat`, only the reply to it as a user message."""
-    if chat:
-        from dataclasses import replace
-
-        from core.tokenizer.chat_template import END, render_chat
-
-        ids = render_chat([{"role": "user", "content": prompt}], gen.tokenizer)
-        out = gen.stream(ids, replace(settings, stop=[*settings.stop, END]), use_cache=not no_cache)
-    else:
-        out = gen.stream(prompt, settings, use_cache=not no_cache)
+    ids, settings = _request(gen, prompt, settings, chat)
+    out = gen.stream(ids, settings, use_cache=not no_cache)
+    if not chat:
         sys.stdout.write(prompt)
     for piece in out:
         sys.stdout.write(piece)
@@ -126,6 +140,7 @@ def cmd_import(args: argparse.Namespace, ws) -> None:
 
 def cmd_serve(args: argparse.Namespace, ws) -> None:
     from core.chat.generate import Generator
+    from core.chat.scheduler import default_parallel
     from core.chat.serve import ServeLimits, create_app, run_server
     from core.listing import label, resolve_checkpoint
 
@@ -133,10 +148,12 @@ def cmd_serve(args: argparse.Namespace, ws) -> None:
     path = resolve_checkpoint(ws, args.checkpoint)
     gen = Generator.from_checkpoint(path, args.device)
     name = label(path)
-    app = create_app(gen, name, api_key, ServeLimits(max_tokens=args.max_tokens))
+    parallel = args.parallel or default_parallel(gen.config, gen.device)
+    limits = ServeLimits(parallel=parallel, max_tokens=args.max_tokens, max_queue=args.max_queue)
+    app = create_app(gen, name, api_key, limits)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    print(f"serving {name} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)", file=sys.stderr)
+    print(f"serving {name} at http://{args.host}:{args.port}/v1, {parallel} at once (Ctrl-C stops)", file=sys.stderr)
     run_server(app, args.host, args.port)
 
 

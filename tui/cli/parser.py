@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="RUN, RUN/best|final|latest or a folder (default: the newest run)")
     p.add_argument("--prompt", default="", help="text to continue (default: start a new document)")
     _sampling_flags(p)
-    p.add_argument("--num-samples", type=int, default=1, help="independent samples (default 1)")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples, decoded as one batch (default 1)")
     p.add_argument("--interactive", action="store_true", help="read prompts from the terminal until an empty line")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context each token (slow; for checks)")
     p.add_argument(
@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $SLM_API_KEY, else none)")
     p.add_argument("--max-tokens", type=int, default=1024, help="the most new tokens a request may ask for")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        help="sequences decoded together (default: 8 on a CPU, 16 on a GPU, fewer for big models)",
+    )
+    p.add_argument("--max-queue", type=int, default=32, help="requests that may wait for a slot; past it: 429")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     return parser
 

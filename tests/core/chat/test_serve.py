@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from core.chat.batch import Sequence
 from core.chat.generate import Generator
 from core.chat.sampling import SamplingSettings
-from core.chat.serve import ServeLimits, ServerThread, create_app
+from core.chat.scheduler import QueueFull, Scheduler
+from core.chat.serve import API, ServeLimits, ServerThread, create_app
 from core.tokenizer.chat_template import render_chat
 from tests.core.export.test_export import make_checkpoint
 
@@ -124,3 +128,83 @@ def test_concurrent_streams_do_not_mix(client, generator):
     for t in threads:
         t.join(timeout=60)
     assert results == {i: greedy(generator, generator.tokenizer.encode(p), 6) for i, p in enumerate(prompts)}
+
+
+def test_concurrent_streams_with_n_and_seeds_match_each_request_alone(client, generator):
+    """Sampled choices decode in one batch with other requests, each as its own seeded sequence."""
+    prompts = ["The moon", "A cat sees the", "x"]
+
+    def ask(prompt: str) -> list[str]:
+        reply = client.completions.create(model="x", prompt=prompt, max_tokens=12, seed=3, n=2, temperature=1.0)
+        return [c.text for c in sorted(reply.choices, key=lambda c: c.index)]
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(ask, prompts))
+    for prompt, texts in zip(prompts, together, strict=True):
+        settings = [SamplingSettings(temperature=1.0, top_k=0, max_tokens=12, seed=3 + i) for i in range(2)]
+        assert texts == [generator.generate(prompt, s) for s in settings]
+
+
+def test_metrics_and_health(client, server):
+    client.completions.create(model="x", prompt="The", max_tokens=4, temperature=0)
+    health = json.load(urllib.request.urlopen(server.url.removesuffix("/v1") + "/health", timeout=10))
+    assert health == {"status": "ok", "slots_idle": 8, "queued": 0}
+    request = urllib.request.Request(
+        server.url.removesuffix("/v1") + "/metrics", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    text = urllib.request.urlopen(request, timeout=10).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert float(values["slm_requests_total"]) >= 1 and float(values["slm_generated_tokens_total"]) >= 4
+    assert values["slm_slots"] == "8" and values["slm_slots_busy"] == "0"
+    assert int(values["slm_time_to_first_token_seconds_count"]) >= 1
+
+
+def test_a_full_queue_is_refused_and_the_rest_are_served(generator):
+    scheduler = Scheduler(generator, parallel=1, max_queue=1)
+    ended: list[str] = []
+
+    def make() -> Sequence:
+        return Sequence([5], SamplingSettings(temperature=0, max_tokens=3), on_done=lambda s: ended.append(s.output))
+
+    with scheduler.wake:  # the decoding thread cannot take anything in meanwhile
+        scheduler.submit([make()])  # takes the free slot
+        scheduler.submit([make()])  # waits
+        with pytest.raises(QueueFull):
+            scheduler.submit([make()])
+    deadline = time.monotonic() + 10
+    while len(ended) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    scheduler.close()
+    assert len(ended) == 2 and ended[0] == ended[1]
+    assert scheduler.metrics().rejected == 1
+
+    api = API(generator, "x", None, ServeLimits())
+    api.scheduler.submit = lambda sequences: (_ for _ in ()).throw(QueueFull())
+    running = ServerThread(api.app()).start()
+    try:
+        with pytest.raises(openai.RateLimitError):
+            openai.OpenAI(base_url=running.url, api_key="x", max_retries=0).completions.create(model="x", prompt="a")
+    finally:
+        running.stop()
+
+
+def test_a_client_that_disconnects_frees_its_slot(generator):
+    generator.stop_ids, stop_ids = set(), generator.stop_ids  # an endless stream unless the client goes
+    api = API(generator, "x", None, ServeLimits(parallel=1, max_tokens=100_000))
+    running = ServerThread(api.app()).start()
+    try:
+        client = openai.OpenAI(base_url=running.url, api_key="x", max_retries=0, timeout=30)
+        stream = client.completions.create(model="x", prompt="The", max_tokens=100_000, stream=True)
+        next(iter(stream))
+        stream.close()
+        deadline = time.monotonic() + 10
+        while api.scheduler.metrics().busy_slots and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert api.scheduler.metrics().busy_slots == 0
+        made = api.scheduler.metrics().generated_tokens
+        assert 0 < made < 100_000
+        reply = client.completions.create(model="x", prompt="The", max_tokens=3, temperature=0)  # the slot is free
+        assert reply.usage.completion_tokens == 3
+    finally:
+        running.stop()
+        generator.stop_ids = stop_ids
