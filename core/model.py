@@ -262,6 +262,21 @@ class GPT(nn.Module):
         return [torch.optim.AdamW(groups, **adam_kw)]
 
 
+def layer_weights(model: GPT) -> list[tuple[torch.Tensor, ...]]:
+    """Per block: attention norm, qkv, projection, MLP norm, gate-up and down weights (the decoders' lookups)."""
+    return [
+        (
+            b.attn_norm.weight,
+            b.attn.qkv.weight,
+            b.attn.proj.weight,
+            b.mlp_norm.weight,
+            b.mlp.gate_up.weight,
+            b.mlp.down.weight,
+        )
+        for b in model.blocks
+    ]
+
+
 class Decoder:
     """One sequence, one token at a time: `GPT.forward` at batch 1 and length 1, in half the calls.
 
@@ -274,17 +289,7 @@ class Decoder:
     def __init__(self, model: GPT, cache: KVCache) -> None:
         config = model.config
         self.cache, self.config, self.model = cache, config, model
-        self.blocks = [
-            (
-                b.attn_norm.weight,
-                b.attn.qkv.weight,
-                b.attn.proj.weight,
-                b.mlp_norm.weight,
-                b.mlp.gate_up.weight,
-                b.mlp.down.weight,
-            )
-            for b in model.blocks
-        ]
+        self.blocks = layer_weights(model)
         self.on_cpu = model.embed.weight.device.type == "cpu"
 
     def _inv_rms(self, x: torch.Tensor) -> float | torch.Tensor:
@@ -327,17 +332,7 @@ class BatchDecoder:
 
     def __init__(self, model: GPT, cache: KVCache) -> None:
         self.model, self.cache, self.config = model, cache, model.config
-        self.blocks = [
-            (
-                b.attn_norm.weight,
-                b.attn.qkv.weight,
-                b.attn.proj.weight,
-                b.mlp_norm.weight,
-                b.mlp.gate_up.weight,
-                b.mlp.down.weight,
-            )
-            for b in model.blocks
-        ]
+        self.blocks = layer_weights(model)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Feed tokens (R,) at positions (R,) of rows 0..R-1; the logits (R, vocab) for each next token."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from core.chat.generate import Generator, TextStream, sample_next, sample_rows
+from core.chat.generate import Generator, TextStream, fit_prompt, sample_next, sample_rows
 from core.chat.sampling import SamplingSettings
 from core.model import BatchDecoder, Decoder, KVCache
 
@@ -54,8 +54,11 @@ class Sequence:
 class Batch:
     """Up to `rows` sequences decoding together on one Generator's model (see the module docstring)."""
 
-    def __init__(self, generator: Generator, rows: int, chunk: int = 64) -> None:
+    def __init__(
+        self, generator: Generator, rows: int, chunk: int = 64, on_finish: Callable[[Sequence], None] | None = None
+    ) -> None:
         self.generator, self.rows, self.chunk = generator, rows, chunk
+        self.on_finish = on_finish  # called for every sequence that ends, before its own on_done
         config, device = generator.config, generator.device
         dtype = next(generator.model.parameters()).dtype
         self.cache = KVCache(config, rows, config.context, device, dtype)
@@ -77,9 +80,7 @@ class Batch:
     def add(self, seq: Sequence) -> None:
         """Take `seq` (see `has_room`): its prompt is read in the coming steps, then it decodes."""
         gen = self.generator
-        keep = gen.config.context - 1
-        ids = list(seq.prompt) or [gen.tokenizer.eot_id or 0]
-        seq.truncated, seq.ids = max(0, len(ids) - keep), ids[-keep:]
+        seq.ids, seq.truncated = fit_prompt(list(seq.prompt) or [gen.tokenizer.eot_id or 0], gen.config.context)
         seq.prompt_tokens = len(seq.ids) if seq.prompt else 0
         seq.text = TextStream(gen.tokenizer, gen.stop_ids, seq.settings.stop)
         seed = seq.settings.seed
@@ -188,6 +189,8 @@ class Batch:
     def _finish(self, seq: Sequence, reason: str) -> None:
         assert seq.text is not None
         self._emit(seq, seq.text.finish(reason) if reason != seq.text.finish_reason else "")
+        if self.on_finish is not None:
+            self.on_finish(seq)
         seq.on_done(seq)
 
     @staticmethod

@@ -29,6 +29,12 @@ def column_major(model: GPT) -> None:
             p.data = p.data.t().contiguous().t()
 
 
+def fit_prompt(ids: list[int], context: int) -> tuple[list[int], int]:
+    """The prompt's newest `context - 1` tokens (room for one new one) and how many were dropped."""
+    keep = context - 1
+    return ids[-keep:], max(0, len(ids) - keep)
+
+
 def sample_next(
     logits: torch.Tensor, settings: SamplingSettings, history: torch.Tensor | None, generator: torch.Generator
 ) -> int:
@@ -69,10 +75,10 @@ def sample_rows(
     Rows that are plain (no top-k, top-p or repetition penalty) share one softmax, and greedy rows one
     argmax; the others, and a batch with a non-finite logit, go row by row.
     """
-    plain = [s.top_k in (0, None) and s.top_p >= 1.0 and s.repetition_penalty == 1.0 for s in settings]
+    plain = [not s.top_k and s.top_p >= 1.0 and s.repetition_penalty == 1.0 for s in settings]
     if not all(plain) or not bool(torch.isfinite(logits).all()):
         return [sample_next(row, s, h, g) for row, s, h, g in zip(logits, settings, histories, rngs, strict=True)]
-    greedy = logits.argmax(dim=-1).tolist()
+    greedy = logits.argmax(dim=-1).tolist() if any(s.temperature == 0 for s in settings) else []
     temperatures = torch.tensor([s.temperature or 1.0 for s in settings], dtype=logits.dtype)
     probs = torch.softmax(logits / temperatures[:, None], dim=-1)
     return [
@@ -92,7 +98,7 @@ class TextStream:
         self.stop_ids, self.stops = stop_ids, stops
         self.hold = max((len(s) for s in stops), default=1) - 1  # characters that may start a stop string
         self.pending = ""
-        self.finish_reason = ""  # length | stop | eot | cancelled | context
+        self.finish_reason = ""  # length | stop | eot | cancelled | error (a batch whose step failed)
         self.new_tokens = 0
 
     def push(self, token: int) -> str:
@@ -222,13 +228,9 @@ class Generator:
         """Stream the continuation of `prompt` as text pieces (see `Generation`)."""
         settings = settings or SamplingSettings()
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        keep = self.config.context - 1
 
         def pieces(gen: Generation) -> Iterator[str]:
-            prompt_ids = ids
-            if len(prompt_ids) > keep:
-                gen.truncated = len(prompt_ids) - keep
-                prompt_ids = prompt_ids[-keep:]
+            prompt_ids, gen.truncated = fit_prompt(ids, self.config.context)
             gen.prompt_tokens = len(prompt_ids)
             text = TextStream(self.tokenizer, self.stop_ids, settings.stop)
             for token in self.token_ids(prompt_ids, settings, cancelled, use_cache):

@@ -83,7 +83,7 @@ class Scheduler:
     """Continuous batching for a server: `parallel` rows, at most `max_queue` sequences waiting."""
 
     def __init__(self, generator: Generator, parallel: int, max_queue: int, chunk: int = 64) -> None:
-        self.batch = Batch(generator, parallel, chunk)
+        self.batch = Batch(generator, parallel, chunk, on_finish=self._record)
         self.max_queue = max_queue
         self.waiting: deque[Sequence] = deque()
         self.wake = threading.Condition()
@@ -101,10 +101,7 @@ class Scheduler:
             if self.closed or len(self.waiting) + len(sequences) - max(free, 0) > self.max_queue:
                 self.counts.rejected += 1
                 raise QueueFull
-            for seq in sequences:
-                done = seq.on_done
-                seq.on_done = lambda seq, done=done: (self._record(seq), done(seq))
-                self.waiting.append(seq)
+            self.waiting.extend(sequences)
             self.counts.requests += 1
             self.wake.notify()
 
@@ -156,7 +153,6 @@ class Scheduler:
                 self.recent.append((time.perf_counter(), decoding))
         with self.wake:
             waiting, self.waiting = list(self.waiting), deque()
-        batch.fail("the server is shutting down")
-        for seq in waiting:
+        for seq in waiting:  # taken in only to be ended with the others
             batch.add(seq)
         batch.fail("the server is shutting down")
