@@ -158,6 +158,10 @@ class TrainConfig:
     split_seed: int = option(0, "seed of the train/validation split")
     decode_errors: DecodeErrors = option("skip", "files that are not UTF-8: skip them, or replace bad bytes")
     keep_duplicates: bool = option(False, "train on every copy of a duplicated document (default: on the first)")
+    mix: dict[str, float] = option(
+        factory=dict,
+        help="sampling weights of data/'s sources, as books=0.5,wiki=0.2 (default: data/mix.json, else by size)",
+    )
     tokenizer: str | None = None  # a tokenizer.json path or a workspace tokenizer name; None trains one
     min_frequency: int = option(2, "BPE: minimum pair frequency for a merge")
     init_from: str | None = None  # a checkpoint to start from (fine-tuning)
@@ -201,6 +205,8 @@ class TrainConfig:
         check_types(self, "training config")
         checks = [
             (0.0 < self.val_fraction < 1.0, "val_fraction must be between 0 and 1"),
+            (all(w >= 0 for w in self.mix.values()), "mix weights must be at least 0"),
+            (not self.mix or any(self.mix.values()), "mix weights must not all be 0"),
             (0 < self.batch_size <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}"),
             (0 < self.grad_accum <= MAX_BATCH, f"grad_accum must be between 1 and {MAX_BATCH}"),
             (self.min_frequency >= 0, "min_frequency must be at least 0"),
@@ -335,6 +341,12 @@ def preset(name: str) -> Preset:
     if name not in PRESETS:
         raise SLMError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def preset_tokens(name: str) -> int:
+    """The training tokens of a run of the preset with its own settings."""
+    p = preset(name)
+    return p.train["max_steps"] * p.train["batch_size"] * p.train.get("grad_accum", 1) * p.model["context"]
 
 
 T = TypeVar("T")

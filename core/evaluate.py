@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ class EvalResult:
     ppl: float
     bpb: float
     tokens: int
+    bytes: int = 0  # of text the scored tokens stand for
+    sources: dict[str, float] = field(default_factory=dict)  # bits per byte of each source, when there are several
 
 
 @torch.no_grad()
@@ -88,7 +90,45 @@ def score_batches(
         raise SLMError("nothing to evaluate: no scored tokens")
     loss = nats / count
     bpb = text_nats / math.log(2) / max(text_bytes, 1)
-    return EvalResult(loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=bpb, tokens=count)
+    return EvalResult(loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=bpb, tokens=count, bytes=text_bytes)
+
+
+def evaluate_sources(
+    model: GPT,
+    tokens: np.ndarray,
+    spans: dict[str, list[tuple[int, int]]],
+    byte_lengths: torch.Tensor,
+    batch_size: int,
+    max_tokens: int,
+    amp_dtype: torch.dtype | None = None,
+) -> EvalResult:
+    """Score each source's part of `tokens` (`spans`: where it lies) on an equal share of `max_tokens` (one
+    window at least), and all of them pooled; with a single source, the split from its start as
+    `evaluate_tokens` scores it."""
+    if len(spans) <= 1:
+        return evaluate_tokens(model, tokens, byte_lengths, batch_size, max_tokens, amp_dtype)
+    each = max(1, max_tokens // len(spans))
+    results = {}
+    for name, ranges in spans.items():
+        part = first_tokens(tokens, ranges, each + model.config.context + 1)
+        if len(part) >= 2:
+            results[name] = evaluate_tokens(model, part, byte_lengths, batch_size, each, amp_dtype)
+    scored = sum(r.tokens for r in results.values())
+    loss = sum(r.loss * r.tokens for r in results.values()) / scored
+    text_bytes = sum(r.bytes for r in results.values())
+    bpb = sum(r.bpb * r.bytes for r in results.values()) / max(text_bytes, 1)
+    return EvalResult(loss, math.exp(min(loss, 50.0)), bpb, scored, text_bytes, {n: r.bpb for n, r in results.items()})
+
+
+def first_tokens(tokens: np.ndarray, spans: list[tuple[int, int]], limit: int) -> np.ndarray:
+    """Up to `limit` tokens from the spans of `tokens`, in order."""
+    parts, left = [], limit
+    for start, end in spans:
+        if left <= 0:
+            break
+        parts.append(np.asarray(tokens[start : min(end, start + left)]))
+        left -= len(parts[-1])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def evaluate_file(

@@ -303,23 +303,27 @@ class Corpus:
 
     def split(self, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None]]:
         """("train" | "val", text) pieces in corpus order; (side, None) marks the end of a document."""
+        return ((side, text) for _, side, text in self.split_by_file(val_fraction, seed))
+
+    def split_by_file(self, val_fraction: float, seed: int) -> Iterator[tuple[str, str, str | None]]:
+        """The split's pieces with the path of the file each comes from: (path, side, text)."""
         hashed, copies, originals = self.hash_small_docs(), self.duplicates.copies, self.duplicates.originals
         for path, index, chunks in self.documents():
             if (path, index) in copies or (self.keep_duplicates and (path, index) in originals):
                 if self.keep_duplicates:  # every copy trains, none validates: no text on both sides
-                    yield from (("train", piece) for piece in chunks)
-                    yield "train", None
+                    yield from ((path, "train", piece) for piece in chunks)
+                    yield path, "train", None
                 continue
             first = next(chunks, "")
             second = next(chunks, None)
             if second is None and len(first.encode("utf-8")) < CUT_BYTES and hashed:
                 side = "val" if _unit_hash(seed, path, index) < val_fraction else "train"
-                yield side, first
-                yield side, None
+                yield path, side, first
+                yield path, side, None
                 continue
-            yield from _cut_tail(path, first, second, chunks, val_fraction, self)
-            yield "train", None
-            yield "val", None
+            yield from ((path, side, text) for side, text in _cut_tail(path, first, second, chunks, val_fraction, self))
+            yield path, "train", None
+            yield path, "val", None
 
     def texts(self, side: str, val_fraction: float, seed: int) -> Iterator[str]:
         """The text pieces of one side of the split (for tokenizer training)."""

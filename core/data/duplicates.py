@@ -74,11 +74,17 @@ class Duplicates:
     def bytes(self) -> int:
         return sum(d.bytes for d in self.by_file.values())
 
-    def summary(self, limit: int = 3) -> str:
-        """One line: how much is a copy, and where."""
+    def summary(self, kept: bool, limit: int = 3) -> str:
+        """One line: how much is a copy, where, and what training does with the copies."""
         parts = [f"{p} (a copy of {d.of})" if d.of else f"{p} ({d.documents} records)" for p, d in self.by_file.items()]
         more = f" and {len(parts) - limit} more files" if len(parts) > limit else ""
-        return f"{self.documents} duplicate documents ({self.bytes:,} bytes): " + ", ".join(parts[:limit]) + more
+        done = "kept, each copy in training only" if kept else "left out (--keep-duplicates keeps them)"
+        return (
+            f"{self.documents} duplicate documents ({self.bytes:,} bytes): "
+            + ", ".join(parts[:limit])
+            + more
+            + f": {done}"
+        )
 
 
 def find_duplicates(documents: Iterable[tuple[str, int, int, int]]) -> Duplicates:

@@ -34,9 +34,9 @@ StageState = Literal["done", "resume", "new"]
 STAGE_RUNS: dict[Stage, str] = {"base": "base", "merge": "merged", "tune": "tuned"}  # a branch: NAME-ENTRY
 
 # The settings a branch process is handed on: the preset and every training setting but those the branch
-# sets itself (its data and start) or takes from its base (the tokenizer), the threads (a total, split
+# sets itself (its data, hence its mixture, and start) or takes from its base (the tokenizer), the threads (a total, split
 # between the processes), and the switches `slm branch` does not take.
-NOT_HANDED_ON = frozenset({"data", "init_from", "tokenizer", "threads", "compile", "grad_checkpoint", "shard"})
+NOT_HANDED_ON = frozenset({"data", "mix", "init_from", "tokenizer", "threads", "compile", "grad_checkpoint", "shard"})
 HANDED_ON = ("preset", *(f.name for f in fields(TrainConfig) if f.name not in NOT_HANDED_ON))
 
 

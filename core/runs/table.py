@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.config import ModelConfig, TrainConfig, from_dict, load_json, shown, to_dict
+from core.config import ModelConfig, TrainConfig, from_dict, load_json, shown, to_dict, type_problem
+from core.data.mixture import weights_line
 from core.errors import SLMError
 from core.listing import label, run_dirs
 from core.runs.curves import Curves
@@ -81,7 +82,7 @@ def kind_of(info: dict[str, Any]) -> Kind:
 
 
 def flatten(info: dict[str, Any]) -> dict[str, Any]:
-    """run.json's settings as `section.field` entries of plain values (lists shown as text); a field the run's
+    """run.json's settings as `section.field` entries of plain values (lists and weights shown as text); a field the run's
     version did not write yet reads as its default, which is what it trained with."""
     out: dict[str, Any] = {"kind": kind_of(info)}
     for section, defaults in (("model", {}), ("train", _train_defaults())):  # model configs are written whole
@@ -91,6 +92,9 @@ def flatten(info: dict[str, Any]) -> dict[str, Any]:
                 value = label(Path(value))  # RUN/KIND, not the workspace's path
             elif isinstance(value, list) and all(isinstance(v, str) for v in value):
                 value = ", ".join(value) or "-"
+            elif key == "mix" and isinstance(value, dict):
+                value = weights_line(value) if not type_problem(value, dict[str, float]) else shown(value)
+                value = value or "by size"
             out[f"{section}.{key}"] = value if isinstance(value, str | int | float | bool | None) else shown(value)
     return out
 

@@ -68,6 +68,11 @@ class EvalMetrics:
     val_bpb: float
     best_val_loss: float
     elapsed_s: float = 0.0
+    sources: dict[str, float] = field(default_factory=dict)  # val bits per byte of each source, when several
+
+    def by_source(self) -> str:
+        """Each source's val bits per byte, as the logs show them ("" with one source)."""
+        return " · ".join(f"{name} {bpb:.3f}" for name, bpb in self.sources.items())
 
 
 @dataclass

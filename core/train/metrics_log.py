@@ -33,7 +33,12 @@ def scalars(event: Any) -> dict[str, float]:
             "train/tokens_per_s": event.tokens_per_s,
         }
     if isinstance(event, EvalMetrics):
-        return {"val/loss": event.val_loss, "val/bits_per_byte": event.val_bpb, "val/perplexity": event.val_ppl}
+        by_source = {f"val/bits_per_byte/{name}": bpb for name, bpb in event.sources.items()}
+        return {
+            "val/loss": event.val_loss,
+            "val/bits_per_byte": event.val_bpb,
+            "val/perplexity": event.val_ppl,
+        } | by_source
     if isinstance(event, PreferenceMetrics):
         return {"val/dpo_margin": event.margin, "val/dpo_win_rate": event.win_rate}
     return {}

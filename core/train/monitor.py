@@ -78,7 +78,8 @@ class RunHistory:
             self.val_bpb.append(event.val_bpb)
             self.last_eval = event
             self.best_val_loss = event.best_val_loss
-            self._log(f"step {event.step}: val loss {event.val_loss:.4f}, {event.val_bpb:.3f} bits/byte")
+            by_source = f" ({event.by_source()})" if event.sources else ""
+            self._log(f"step {event.step}: val loss {event.val_loss:.4f}, {event.val_bpb:.3f} bits/byte{by_source}")
         elif isinstance(event, SampleText):
             self.sample = event
         elif isinstance(event, CheckpointSaved):

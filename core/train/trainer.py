@@ -23,9 +23,10 @@ from core.chat.generate import sample_from_start
 from core.checkpoint import Checkpoint, all_finite, load_checkpoint, load_weights, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
 from core.data.corpus import Corpus
+from core.data.mixture import resolve_mixture, shares_line, weights_line
 from core.device import amp_dtype, autocast, out_of_memory_as, pick_device
 from core.errors import SLMError
-from core.evaluate import EvalResult, evaluate_tokens
+from core.evaluate import EvalResult, evaluate_sources
 from core.listing import resolve_checkpoint
 from core.model import GPT
 from core.optim import lr_factor
@@ -48,7 +49,7 @@ from core.train.events import (
 )
 from core.train.live import Heartbeat
 from core.train.metrics_log import MetricsLog
-from core.train.tokens import Batches, RankSlice, TokenData, encode_corpus
+from core.train.tokens import RankSlice, TokenData, encode_corpus, training_batches
 from core.workspace import Workspace
 
 EventFn = Callable[[Any], None]
@@ -192,10 +193,11 @@ class Trainer:
         for problem in corpus.problems:
             self.emit(Notice(f"skipped {problem.path}: {problem.error}", "warning"))
         if corpus.duplicates.copies:
-            kept = (
-                "kept, each copy in training only" if cfg.keep_duplicates else "left out (--keep-duplicates keeps them)"
-            )
-            self.emit(Notice(f"{corpus.duplicates.summary()}: {kept}"))
+            self.emit(Notice(corpus.duplicates.summary(cfg.keep_duplicates)))
+        sources, mix, origin = resolve_mixture(corpus, cfg.mix, saved=not self.resume)
+        if origin and not self.resume:
+            self.emit(Notice(f"mixture weights from {origin}: {weights_line(mix)}"))
+        self.cfg = cfg = replace(cfg, mix=mix)  # recorded in the run's settings
         if not self.resume:
             self.tokenizer = self._choose_tokenizer(corpus)
             self._fit_vocab()
@@ -203,7 +205,13 @@ class Trainer:
             corpus, self.tokenizer, self.workspace.cache_dir, cfg.val_fraction, cfg.split_seed,
             self._progress, self._cancelled,
         )  # fmt: skip
-        self.batches = Batches(self.data.train, cfg.batch_size, self.model_config.context, cfg.seed + 1, self.device)
+        self.val_spans, train_spans = self.data.spans("val", sources), self.data.spans("train", sources)
+        self.batches = training_batches(
+            self.data.train, train_spans, sources, cfg, self.model_config.context, self.device
+        )
+        if len(sources) > 1:
+            run = min(cfg.max_steps * self.tokens_per_step * self.dist.world, cfg.max_tokens or math.inf)
+            self.emit(Notice("sources: " + shares_line(sources, train_spans, None if cfg.max_minutes else run)))
 
     def _choose_tokenizer(self, corpus: Corpus) -> Tokenizer:
         cfg = self.cfg
@@ -512,8 +520,8 @@ class Trainer:
         return loss
 
     def _evaluate(self, tokens: int | None = None) -> EvalResult:
-        val, tokens = self.data.val.array(), tokens or self.cfg.eval_tokens
-        return evaluate_tokens(self.model, val, self.byte_lengths, self.cfg.batch_size, tokens, self.amp)
+        val, spans, tokens = self.data.val.array(), self.val_spans, tokens or self.cfg.eval_tokens
+        return evaluate_sources(self.model, val, spans, self.byte_lengths, self.cfg.batch_size, tokens, self.amp)
 
     def _eval(self, tokens: int | None = None) -> bool:
         """Evaluate on the validation split; save `best` on improvement; True: stop early. One the clock added
@@ -527,7 +535,7 @@ class Trainer:
             self.evals_since_best += 1
         self.last_metrics.update(val_loss=result.loss, val_ppl=result.ppl, val_bpb=result.bpb)
         best = min(self.best_val, result.loss)
-        self.emit(EvalMetrics(self.step, result.loss, result.ppl, result.bpb, best, self.elapsed))
+        self.emit(EvalMetrics(self.step, result.loss, result.ppl, result.bpb, best, self.elapsed, result.sources))
         if improved:
             t = time.perf_counter()
             self.save("best")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +105,24 @@ def test_data_counts_duplicates_and_train_leaves_them_out(workspace, capsys) -> 
     assert "1 exact duplicate documents" in out and "--keep-duplicates" in out
     code, out, err = run_slm(workspace.root, "train", *TINY_FLAGS, "--max-steps", "1", "--name", "d", capsys=capsys)
     assert code == 0 and "1 duplicate documents" in out + err and "copy/b.md (a copy of b.md)" in out + err
+
+
+def test_a_mixture_draws_by_weight_validates_each_source_and_is_recorded(workspace, capsys) -> None:
+    code, out, err = run_slm(workspace.root, "train", *TINY_FLAGS, "--max-steps", "5", "--mix", "news=1", capsys=capsys)
+    assert code == 1 and "no file or folder news in data/" in last_error(err)
+    assert not any(workspace.checkpoints_dir.glob("*/run.json"))  # nothing written
+    (workspace.data_dir / "mix.json").write_text('{"stories": 0.9, "b.md": 0.1}', encoding="utf-8")
+    code, out, _ = run_slm(workspace.root, "data", capsys=capsys)
+    assert code == 0 and "drawn by the weights from" in out and re.search(r"stories +\S+ +90%", out)
+    code, out, err = run_slm(workspace.root, "train", *TINY_FLAGS, "--max-steps", "5", "--name", "m", capsys=capsys)
+    assert code == 0 and "mixture weights from" in out + err and "sources: b.md 10%" in out + err
+    assert re.search(r"bits/byte by source: b\.md [\d.]+ · stories [\d.]+", out)
+    assert json.loads((workspace.run_dir("m") / "run.json").read_text())["train"]["mix"] == {
+        "stories": 0.9,
+        "b.md": 0.1,
+    }
+    evals = [json.loads(line) for line in (workspace.run_dir("m") / "metrics.jsonl").read_text().splitlines()]
+    assert {"b.md", "stories"} == set(next(e for e in evals if e["event"] == "EvalMetrics")["sources"])
 
 
 def test_presets_table(capsys, tmp_path) -> None:

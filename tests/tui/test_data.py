@@ -99,6 +99,32 @@ async def test_the_summary_counts_the_duplicates_training_leaves_out(workspace: 
         assert f"1 duplicate ({size / 1024:.1f} KB) left out" in text_of(pilot.app, "#data-summary")
 
 
+async def test_a_weight_typed_on_an_entry_is_saved_and_shown_with_every_share(workspace: Workspace) -> None:
+    from core.data.mixture import read_mix_file
+
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        app = pilot.app
+        assert "sources (by size" in text_of(app, "#data-sources")
+        await pilot.press("w", *"oops", "enter")  # the cursor is on stories/: an invalid weight saves nothing
+        assert (
+            app.screen.query_one("#data-weight", Input).has_class("-invalid")
+            and read_mix_file(workspace.data_dir) == {}
+        )
+        await pilot.press(*["backspace"] * 4, *"0.25", "enter")
+        assert read_mix_file(workspace.data_dir) == {"stories": 0.25}
+        assert "sources (by weight" in text_of(app, "#data-sources") and "stories 25%" in text_of(app, "#data-sources")
+        assert "b.md 75%" in text_of(app, "#data-sources") and not app.screen.has_class("-weighing")
+        await pilot.press("w", *["backspace"] * 4, "enter")  # empty: back to by size
+        assert read_mix_file(workspace.data_dir) == {} and "sources (by size" in text_of(app, "#data-sources")
+        (workspace.data_dir / "mix.json").write_text("{damaged", encoding="utf-8")
+        await pilot.press("g")
+        await settled(pilot)
+        assert "mix.json is not valid JSON" in text_of(app, "#data-sources")
+        await pilot.press("down", "space")
+        assert app.selection == ["stories/a.txt"]  # the studio goes on
+
+
 async def test_the_validation_fraction_must_be_between_0_and_1(workspace: Workspace) -> None:
     async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
         await settled(pilot)

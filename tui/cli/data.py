@@ -10,8 +10,7 @@ from tui.format import count, size
 
 
 def cmd_data(args: argparse.Namespace, ws) -> None:
-    from core.data.corpus import FileStats, discover, file_stats
-    from core.data.duplicates import find_duplicates
+    from core.data.corpus import Corpus, FileStats, discover, file_stats
     from core.data.sample import write_sample_corpus
 
     if args.add_sample:
@@ -24,7 +23,8 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
     problems: list[FileStats] = []
     paths = discover(ws.data_dir, problems=problems)
     stats = [file_stats(p, ws.data_dir, errors) for p in paths]  # in corpus order: the first copy is the original
-    dups = find_duplicates((f.path, i, d, n) for f in stats if not f.error for i, (d, n) in enumerate(f.digests))
+    corpus = Corpus(ws.data_dir, [f for f in stats if not f.error], [*problems, *(f for f in stats if f.error)])
+    dups = corpus.duplicates
     rows = sorted([*stats, *problems], key=lambda r: Path(r.path).parts)
     if not rows:
         print(f"{ws.data_dir} holds no .txt, .md or .jsonl files: add some, or run `slm data --add-sample`")
@@ -46,6 +46,25 @@ def cmd_data(args: argparse.Namespace, ws) -> None:
     if dups.copies:
         print(f"{dups.documents} exact duplicate documents ({size(dups.bytes)}) are left out of training: "
               "--keep-duplicates (slm train) keeps them")  # fmt: skip
+    if corpus.files:
+        _print_sources(corpus, args.mix or {})
+
+
+def _print_sources(corpus, weights: dict[str, float]) -> None:
+    """Each source's share of training and the epochs of it a toy run sees."""
+    from core.config import TrainConfig, preset_tokens
+    from core.data.mixture import epochs_text, resolve_mixture
+
+    sources, weights, origin = resolve_mixture(corpus, weights)
+    run, val = preset_tokens("toy"), TrainConfig().val_fraction
+    how = f"by the weights from {origin}" if origin else "by size (weights: --mix, or data/mix.json)"
+    print(f"\nsources, drawn {how}:\n{'source':<38} {'~tokens':>9} {'share':>6} {'epochs/toy run':>15} {'weight':>7}")
+    for s in sources:
+        weight = f"{s.weight:g}" if s.weight is not None else "-"
+        print(
+            f"{s.name:<38} {count(s.est_tokens):>9} {s.share:>6.0%} {epochs_text(s.epochs(run, val)):>15} {weight:>7}"
+        )
+    print(f"(a toy run trains on {count(run)} tokens)")
 
 
 def cmd_tokenize(args: argparse.Namespace, ws) -> None:

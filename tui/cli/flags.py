@@ -21,7 +21,7 @@ from core.config import field_types
 @dataclass(frozen=True)
 class Flag:
     field: str  # the config field, and the parsed argument's name
-    kind: type  # int, float, str or bool
+    kind: type  # int, float, str, bool, or dict (NAME=WEIGHT pairs)
     help: str
     default: Any  # the field's default
     choices: tuple[str, ...] | None = None
@@ -42,6 +42,8 @@ def _kind(hint: Any) -> tuple[type, tuple[str, ...] | None, bool]:
         return str, tuple(typing.get_args(hint)), False
     if typing.get_origin(hint) is list:
         return typing.get_args(hint)[0], None, True
+    if typing.get_origin(hint) is dict:
+        return dict, None, False
     return hint, None, False
 
 
@@ -77,11 +79,23 @@ def add_flags(
         options: dict[str, Any] = {"dest": flag.field, "help": text, "default": flag.default if defaults else None}
         if flag.kind is bool:
             options.update(action="store_const", const=not flag.default)
+        elif flag.kind is dict:  # mixture weights, NAME=WEIGHT,...
+            options.update(type=_weights, metavar="NAME=WEIGHT,...")
         elif flag.repeat:
             options.update(action="append", type=flag.kind, default=list(flag.default) if defaults else None)
         else:
             options.update(type=flag.kind, choices=flag.choices, nargs="+" if flag.many else None)
         parser.add_argument(flag.name, **options)
+
+
+def _weights(text: str) -> dict[str, float]:
+    from core.data.mixture import parse_mix
+    from core.errors import SLMError
+
+    try:
+        return parse_mix(text)
+    except SLMError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("mix: ")) from None
 
 
 def collect(args: argparse.Namespace, flags: list[Flag]) -> dict[str, Any]:

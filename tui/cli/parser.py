@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="list the corpus files in data/ with their stats")
     p.add_argument("--add-sample", action="store_true", help="write the bundled sample corpus to data/sample/")
     add_flags(p, config_flags(TrainConfig, ["decode_errors"]), defaults=True)
+    add_flags(p, config_flags(TrainConfig, ["mix"]), help_for={"mix": "show the shares these weights give the sources"})
 
     p = sub.add_parser("tokenize", help="train a byte-level BPE tokenizer on the corpus")
     p.add_argument("--name", required=True, help="saved as checkpoints/tokenizers/NAME/tokenizer.json")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, MODEL_FLAGS)
     add_flags(p, TRAIN_FLAGS, shown=SHOWN)
     _data_flags(p, val=False)
+    add_flags(p, config_flags(TrainConfig, ["mix"]))
     multi = p.add_argument_group("several processes (torchrun)")
     multi.add_argument("--nproc", type=int, help="launch torchrun with N processes on this machine (one per GPU)")
     multi.add_argument("--nnodes", default="1", help="machines in the job, for torchrun (default 1)")

@@ -191,6 +191,8 @@ class TrainPrinter:
             f"eval {e.step:>6} | val loss {e.val_loss:.4f} | ppl {e.val_ppl:.2f} | {e.val_bpb:.3f} bits/byte{best}",
             flush=True,
         )
+        if e.sources:
+            print(f"       bits/byte by source: {e.by_source()}", flush=True)
 
     def on_SampleText(self, e) -> None:
         text = e.text.strip().replace("\n", "\n  ")

@@ -16,8 +16,9 @@ from textual.screen import Screen
 from textual.validation import Function
 from textual.widgets import Footer, Header, Input, Label, Static, Tree
 
-from core.data.corpus import FileStats, discover, file_stats
-from core.data.duplicates import find_duplicates
+from core.config import TrainConfig, preset_tokens
+from core.data.corpus import Corpus, FileStats, discover, file_stats
+from core.data.mixture import clean_name, epochs_text, read_mix_file, resolve_mixture, write_mix_file
 from core.errors import SLMError
 from tui.format import count, size
 from tui.messages import JobDone, JobFailed, JobProgress
@@ -33,6 +34,8 @@ StatsKey = tuple[str, int, int]  # (path, mtime in ns, size): a file's stats are
 class Scan:
     files: list[FileStats]
     cache: dict[StatsKey, FileStats]
+    weights: dict[str, float]  # data/mix.json
+    weights_error: str = ""  # why data/mix.json cannot be read
 
 
 def scan_data(data_dir: Path, cache: dict[StatsKey, FileStats], report: Callable[[str, int, int], None]) -> Scan:
@@ -42,7 +45,7 @@ def scan_data(data_dir: Path, cache: dict[StatsKey, FileStats], report: Callable
     try:
         paths = discover(data_dir, problems=problems)
     except SLMError:
-        return Scan([], {})
+        return Scan([], {}, {})
     files, fresh, reported = [], {}, 0.0
     for i, path in enumerate(paths):
         try:
@@ -57,12 +60,23 @@ def scan_data(data_dir: Path, cache: dict[StatsKey, FileStats], report: Callable
         if time.monotonic() - reported >= PROGRESS_INTERVAL:
             report("scan", i + 1, len(paths))
             reported = time.monotonic()
-    return Scan(files + problems, fresh)
+    try:
+        return Scan(files + problems, fresh, read_mix_file(data_dir))
+    except SLMError as e:
+        return Scan(files + problems, fresh, {}, str(e))
 
 
 def valid_fraction(text: str) -> bool:
     try:
         return 0 < float(text) < 1
+    except ValueError:
+        return False
+
+
+def valid_weight(text: str) -> bool:
+    """A mixture weight as typed: empty (by size), or a finite number of at least 0."""
+    try:
+        return not text.strip() or 0 <= float(text) < float("inf")
     except ValueError:
         return False
 
@@ -73,6 +87,7 @@ class DataScreen(Screen):
         Binding("space", "toggle", "Choose", id="data.toggle"),
         Binding("a", "use_all", "Use all", id="data.use_all"),
         Binding("v", "edit_fraction", "Val fraction", id="data.val_fraction"),
+        Binding("w", "edit_weight", "Weight", id="data.weight"),
         Binding("s", "add_sample", "Add sample corpus", id="data.add_sample"),
         Binding("g,ctrl+r", "rescan", "Refresh", id="data.rescan"),
         Binding("escape", "leave_input", "Leave input", show=False),
@@ -83,6 +98,9 @@ class DataScreen(Screen):
         self.cache: dict[StatsKey, FileStats] = {}
         self.scanned = False
         self.adding_sample = False
+        self.weights: dict[str, float] = {}
+        self.weights_error = ""
+        self.weighing: str | None = None  # the entry whose weight is being typed
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -100,6 +118,16 @@ class DataScreen(Screen):
                 validate_on=["changed", "submitted"],
             )
             yield Static("must be between 0 and 1", id="data-val-error")
+        with Horizontal(id="data-weight-bar"):
+            yield Label("weight", id="data-weight-label")
+            yield Input(
+                id="data-weight",
+                placeholder="empty: by size",
+                validators=[Function(valid_weight, "a weight is a number of at least 0")],
+                validate_on=["changed", "submitted"],
+            )
+            yield Static("enter: save to data/mix.json · escape: back", id="data-weight-help")
+        yield Static(id="data-sources")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -145,6 +173,7 @@ class DataScreen(Screen):
 
     def show_scan(self, scan: Scan) -> None:
         self.cache, self.scanned = scan.cache, True
+        self.weights, self.weights_error = scan.weights, scan.weights_error
         tree = self.query_one(DataTree)
         known = {f.path for f in scan.files}
         kept = [entry for entry in self.app.selection if any(chosen([entry], known))]
@@ -153,6 +182,7 @@ class DataScreen(Screen):
             self.notify(f"no longer in data/, so no longer chosen: {gone}", severity="warning", markup=False)
             self.app.selection = kept
         tree.show_files(scan.files, self.app.selection)
+        tree.show_weights(self.weights)
         self.set_class(not scan.files, "-empty")
         self.show_empty()
         self.update_summary()
@@ -184,11 +214,27 @@ class DataScreen(Screen):
         ]
         if len(picked) > len(usable):
             parts.append(f"{len(picked) - len(usable)} skipped")
-        dups = find_duplicates((f.path, i, d, n) for f in sorted(usable, key=lambda f: Path(f.path).parts)
-                               for i, (d, n) in enumerate(f.digests))  # fmt: skip
+        corpus = Corpus(self.app.workspace.data_dir, sorted(usable, key=lambda f: Path(f.path).parts))
+        dups = corpus.duplicates
         if dups.copies:
             parts.append(f"{counted(dups.documents, 'duplicate')} ({size(dups.bytes)}) left out")
         self.query_one("#data-summary", Static).update(Content(" · ".join(parts)))
+        self.query_one("#data-sources", Static).update(Content(self.sources_line(corpus)))
+
+    def sources_line(self, corpus: Corpus) -> str:
+        """Each source's share of training and the epochs of it a toy run sees, under data/mix.json."""
+        if self.weights_error:
+            return self.weights_error
+        if not corpus.files:
+            return ""
+        try:
+            sources, weights, _ = resolve_mixture(corpus, {})
+        except SLMError as e:
+            return str(e)
+        run, val = preset_tokens("toy"), TrainConfig().val_fraction
+        shares = " · ".join(f"{s.name} {s.share:.0%} ×{epochs_text(s.epochs(run, val))}" for s in sources)
+        how = "by weight" if weights else "by size"
+        return f"sources ({how}; × epochs of a toy run): {shares}" if len(sources) > 1 else ""
 
     # -- the highlighted entry ------------------------------------------------------------------
 
@@ -218,6 +264,8 @@ class DataScreen(Screen):
             return empty and self.scanned and not self.adding_sample
         if action in ("toggle", "edit_fraction"):
             return not empty
+        if action == "edit_weight":
+            return not empty and self.highlighted() is not None
         if action == "use_all":
             return bool(self.app.selection)
         return True
@@ -246,8 +294,39 @@ class DataScreen(Screen):
     def action_edit_fraction(self) -> None:
         self.query_one("#data-val", Input).focus()
 
+    def action_edit_weight(self) -> None:
+        path = self.highlighted()
+        if path is None:
+            return
+        self.weighing = path
+        field = self.query_one("#data-weight", Input)
+        self.query_one("#data-weight-label", Label).update(f"weight of {path}")
+        field.value = f"{self.weights[path]:g}" if path in self.weights else ""
+        self.add_class("-weighing")
+        field.focus()
+
     def action_leave_input(self) -> None:
+        self.remove_class("-weighing")
+        self.weighing = None
         self.query_one(DataTree).focus()
+
+    @on(Input.Submitted, "#data-weight")
+    def weight_submitted(self, event: Input.Submitted) -> None:
+        path = self.weighing
+        if path is None or not valid_weight(event.value):
+            return
+        weights = {n: w for n, w in self.weights.items() if n != clean_name(path)}
+        if event.value.strip():
+            weights[clean_name(path)] = float(event.value)
+        try:
+            write_mix_file(self.app.workspace.data_dir, weights)
+        except (SLMError, OSError) as e:
+            self.notify(f"could not save the weight: {e}", severity="error", markup=False)
+            return
+        self.weights, self.weights_error = weights, ""
+        self.query_one(DataTree).show_weights(weights)
+        self.update_summary()
+        self.action_leave_input()
 
     @on(Input.Changed, "#data-val")
     def fraction_changed(self, event: Input.Changed) -> None:

@@ -116,6 +116,10 @@ def test_the_diff_shows_only_the_settings_that_differ(workspace) -> None:
     rows = sorted(list_runs(workspace), key=lambda r: r.name)
     assert config_diff(rows) == {"train.lr": [1e-3, 3e-3]}
     assert config_diff(rows[:1]) == {}
+    train = {"lr": 3e-3, "batch_size": 4, "data": [], "init_from": None, "mix": {"books": 0.5, "wiki": 0.2}}
+    fake_run(workspace.root, "c", extra={"train": train})
+    rows = sorted(list_runs(workspace), key=lambda r: r.name)
+    assert config_diff(rows[1:]) == {"train.mix": ["by size", "books=0.5, wiki=0.2"]}
 
 
 def test_the_lineage_is_a_tree_from_base_to_branches_merge_and_fine_tune(workspace) -> None:

@@ -253,7 +253,7 @@ def test_out_of_memory_while_evaluating_is_one_line(workspace, tiny_configs, mon
     def full(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(trainer_module, "evaluate_tokens", full)
+    monkeypatch.setattr(trainer_module, "evaluate_sources", full)
     model, train = tiny_configs(max_steps=6)
     with pytest.raises(SLMError, match=r"^out of memory at batch size 4") as e:
         Trainer(workspace, "oom-eval", model, train).run()

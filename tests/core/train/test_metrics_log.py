@@ -17,6 +17,7 @@ from core.train.events import (
     PreferenceMetrics,
     Progress,
     RunEnded,
+    RunStarted,
     StepMetrics,
     event_from_dict,
 )
@@ -77,6 +78,13 @@ def logged(workspace, run: str = "run") -> list[Any]:
     return [event_from_dict(json.loads(line)) for line in lines]
 
 
+def logged_types(events: list[Any]) -> list[type]:
+    """The types of the events metrics.jsonl keeps: all but progress, from the run's start (notices before it
+    come while there is no run folder yet)."""
+    started = next(i for i, e in enumerate(events) if isinstance(e, RunStarted))
+    return [type(e) for e in events[started:] if not isinstance(e, Progress)]
+
+
 def test_without_tensorboard_a_run_writes_metrics_jsonl_and_no_tensorboard_folder(
     workspace, tiny_configs, monkeypatch
 ) -> None:
@@ -88,7 +96,7 @@ def test_without_tensorboard_a_run_writes_metrics_jsonl_and_no_tensorboard_folde
     assert [e.step for e in rebuilt if isinstance(e, StepMetrics)] == list(range(1, 9))
     assert isinstance(rebuilt[-1], RunEnded)
     assert not any(isinstance(e, Progress) for e in rebuilt) and any(isinstance(e, Progress) for e in events)
-    assert [type(e) for e in rebuilt] == [type(e) for e in events if not isinstance(e, Progress)]
+    assert [type(e) for e in rebuilt] == logged_types(events)
 
 
 def test_scalars_match_the_runs_metrics_and_the_writer_is_closed(workspace, tiny_configs, monkeypatch) -> None:
@@ -104,7 +112,9 @@ def test_scalars_match_the_runs_metrics_and_the_writer_is_closed(workspace, tiny
         elif isinstance(e, EvalMetrics):
             expected += [("val/loss", e.val_loss, e.step), ("val/bits_per_byte", e.val_bpb, e.step)]
             expected += [("val/perplexity", e.val_ppl, e.step)]
+            expected += [(f"val/bits_per_byte/{name}", bpb, e.step) for name, bpb in e.sources.items()]
     assert sum(tag == "train/loss" for tag, _, _ in expected) == 8
+    assert sum(tag == "val/bits_per_byte/b.md" for tag, _, _ in expected) >= 2  # the fixture's two sources
     assert sum(tag == "val/loss" for tag, _, _ in expected) >= 2
     assert writer.scalars == expected
     assert writer.closed
@@ -133,7 +143,7 @@ def test_a_failing_writer_does_not_stop_training(workspace, tiny_configs, monkey
     events = tiny_run(workspace, tiny_configs)
     (writer,) = FakeWriter.made
     assert len(writer.scalars) == 1 and writer.closed  # dropped after its first failure, and closed
-    assert [type(e) for e in logged(workspace)] == [type(e) for e in events if not isinstance(e, Progress)]
+    assert [type(e) for e in logged(workspace)] == logged_types(events)
 
 
 def test_slm_tensorboard_0_turns_it_off(workspace, tiny_configs, monkeypatch) -> None:

@@ -195,7 +195,7 @@ def test_early_stopping_after_patience_evals_without_improvement(workspace, tiny
     from core.train import trainer as train_module
 
     losses = iter([3.0, 2.5, 2.6, 2.55, 2.7, 1.0])
-    monkeypatch.setattr(train_module, "evaluate_tokens", lambda *a, **k: EvalResult(next(losses), 1.0, 1.0, 10))
+    monkeypatch.setattr(train_module, "evaluate_sources", lambda *a, **k: EvalResult(next(losses), 1.0, 1.0, 10))
     model, train = tiny_configs(max_steps=200, eval_interval=2, patience=3)
     end = Trainer(workspace, "early", model, train).run()
     assert end.reason == "early_stop" and end.step == 10 and end.best_val_loss == 2.5

@@ -30,6 +30,7 @@ class DataTree(Tree[str]):
         self.index: dict[str, list[str]] = {"": []}
         self.totals: dict[str, tuple[int, bool]] = {}  # path: (bytes, whether a file there is unusable)
         self.selection: list[str] = []
+        self.weights: dict[str, float] = {}  # mixture weights (data/mix.json), shown beside their entries
 
     def on_mount(self) -> None:
         self.show_root = False
@@ -83,6 +84,13 @@ class DataTree(Tree[str]):
 
     def show_selection(self, selection: list[str]) -> None:
         self.selection = list(selection)
+        self.refresh_labels()
+
+    def show_weights(self, weights: dict[str, float]) -> None:
+        self.weights = dict(weights)
+        self.refresh_labels()
+
+    def refresh_labels(self) -> None:
         for node in self.nodes():
             node.refresh()
 
@@ -102,7 +110,7 @@ class DataTree(Tree[str]):
         total, problem = self.totals.get(path, (0, False))
         if problem:
             label.stylize(self.get_component_rich_style("data-tree--problem", partial=True))
-        amount = size(total)
+        amount = size(total) + (f" w{self.weights[path]:g}" if path in self.weights else "")
         room = self.scrollable_content_region.width - 1 - path.count("/") * self.guide_depth - len(MARKS[mark])
         label.truncate(max(8, room - len(amount) - 2), overflow="ellipsis")  # a long name leaves room for its size
         pad = max(2, room - label.cell_len - len(amount))  # sizes in a column at the right
