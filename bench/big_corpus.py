@@ -4,7 +4,7 @@
 
 The corpus is made here (words drawn from tinyshakespeare, or a built-in list), written as one big
 file plus many small ones into a temporary workspace. The run uses the toy preset with its default
-tokenizer training (capped at 200 MB of text) and 20 steps. Target: peak RSS under 2 GB.
+tokenizer training (capped at 200 MiB of text, shared by the sources) and 20 steps. Target: peak RSS under 2 GB.
 """
 
 from __future__ import annotations

@@ -285,9 +285,12 @@ class Corpus:
                 small += 1
         return small >= MIN_HASHED_DOCS
 
-    def documents(self) -> Iterator[tuple[str, int, Iterator[str]]]:
-        """(file path, record index, text pieces) for every document, in a fixed order."""
+    def documents(self, only: set[str] | None = None) -> Iterator[tuple[str, int, Iterator[str]]]:
+        """(file path, record index, text pieces) for every document (of the files `only` names), in a fixed
+        order; the other files are not read."""
         for stats in self.files:
+            if only is not None and stats.path not in only:
+                continue
             path = self.data_dir / stats.path
             texts = decoded(path, self.errors)
             if path.suffix.lower() == ".jsonl":
@@ -305,10 +308,13 @@ class Corpus:
         """("train" | "val", text) pieces in corpus order; (side, None) marks the end of a document."""
         return ((side, text) for _, side, text in self.split_by_file(val_fraction, seed))
 
-    def split_by_file(self, val_fraction: float, seed: int) -> Iterator[tuple[str, str, str | None]]:
-        """The split's pieces with the path of the file each comes from: (path, side, text)."""
+    def split_by_file(
+        self, val_fraction: float, seed: int, only: set[str] | None = None
+    ) -> Iterator[tuple[str, str, str | None]]:
+        """The split's pieces with the path of the file each comes from: (path, side, text); `only`: of these
+        files alone (each piece on the side it has in the whole split)."""
         hashed, copies, originals = self.hash_small_docs(), self.duplicates.copies, self.duplicates.originals
-        for path, index, chunks in self.documents():
+        for path, index, chunks in self.documents(only):
             if (path, index) in copies or (self.keep_duplicates and (path, index) in originals):
                 if self.keep_duplicates:  # every copy trains, none validates: no text on both sides
                     yield from ((path, "train", piece) for piece in chunks)
@@ -325,9 +331,9 @@ class Corpus:
             yield path, "train", None
             yield path, "val", None
 
-    def texts(self, side: str, val_fraction: float, seed: int) -> Iterator[str]:
-        """The text pieces of one side of the split (for tokenizer training)."""
-        return (text for s, text in self.split(val_fraction, seed) if s == side and text)
+    def texts(self, side: str, val_fraction: float, seed: int, only: set[str] | None = None) -> Iterator[str]:
+        """The text pieces of one side of the split (of the files `only` names), for tokenizer training."""
+        return (text for _, s, text in self.split_by_file(val_fraction, seed, only) if s == side and text)
 
 
 def _unit_hash(seed: int, path: str, index: int) -> float:

@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from core import atomic
 from core.data.corpus import Corpus, ProgressFn
+from core.data.mixture import Source, resolve_mixture
 from core.tokenizer.bpe import Tokenizer, train_tokenizer
 from core.workspace import Workspace, check_name
 
-TRAIN_CHARS = 200 << 20  # a tokenizer learns from at most this much of the training split
+TRAIN_CHARS = 200 << 20  # a tokenizer learns from at most this much of the training split, shared by the sources
 MEASURE_CHARS = 2 << 20  # validation text measured for bytes per token
 PROGRESS_INTERVAL = 0.1  # seconds between progress reports while text is read
 
@@ -52,10 +54,16 @@ def train_on_corpus(
     seed: int = 0,
     on_progress: ProgressFn | None = None,
     cancelled: Callable[[], bool] | None = None,
+    sources: list[Source] | None = None,
 ) -> Tokenizer:
-    """Train on the corpus's training split only (at most TRAIN_CHARS characters of it)."""
-    total = min(int(sum(f.chars for f in corpus.files) * (1 - val_fraction)), TRAIN_CHARS)
-    texts = take(corpus.texts("train", val_fraction, seed), TRAIN_CHARS)
+    """Train on the corpus's training split only: from each source (default: those of data/mix.json, else by
+    size) the start of its text, up to its share of TRAIN_CHARS characters, so that a big source does not
+    crowd out the others and a big folder trains its tokenizer in bounded time."""
+    sources = sources if sources is not None else resolve_mixture(corpus, {})[0]
+    chars = {f.path: f.chars for f in corpus.files}
+    quotas = [(set(s.files), int(TRAIN_CHARS * s.share)) for s in sources]
+    total = sum(min(q, int(sum(chars[p] for p in files) * (1 - val_fraction))) for files, q in quotas)
+    texts = chain.from_iterable(take(corpus.texts("train", val_fraction, seed, files), q) for files, q in quotas if q)
     return train_tokenizer(_reporting(texts, total, on_progress), vocab_size, min_frequency, cancelled=cancelled)
 
 

@@ -23,7 +23,7 @@ from core.chat.generate import sample_from_start
 from core.checkpoint import Checkpoint, all_finite, load_checkpoint, load_weights, save_checkpoint, weights_for_saving
 from core.config import ModelConfig, TrainConfig, count_params, load_json, to_dict
 from core.data.corpus import Corpus
-from core.data.mixture import resolve_mixture, shares_line, weights_line
+from core.data.mixture import Source, resolve_mixture, shares_line, weights_line
 from core.device import amp_dtype, autocast, out_of_memory_as, pick_device
 from core.errors import SLMError
 from core.evaluate import EvalResult, evaluate_sources
@@ -199,7 +199,7 @@ class Trainer:
             self.emit(Notice(f"mixture weights from {origin}: {weights_line(mix)}"))
         self.cfg = cfg = replace(cfg, mix=mix)  # recorded in the run's settings
         if not self.resume:
-            self.tokenizer = self._choose_tokenizer(corpus)
+            self.tokenizer = self._choose_tokenizer(corpus, sources)
             self._fit_vocab()
         self.data: TokenData = encode_corpus(
             corpus, self.tokenizer, self.workspace.cache_dir, cfg.val_fraction, cfg.split_seed,
@@ -213,7 +213,7 @@ class Trainer:
             run = min(cfg.max_steps * self.tokens_per_step * self.dist.world, cfg.max_tokens or math.inf)
             self.emit(Notice("sources: " + shares_line(sources, train_spans, None if cfg.max_minutes else run)))
 
-    def _choose_tokenizer(self, corpus: Corpus) -> Tokenizer:
+    def _choose_tokenizer(self, corpus: Corpus, sources: list[Source]) -> Tokenizer:
         cfg = self.cfg
         if self._shared_tokenizer is not None:
             return self._shared_tokenizer
@@ -229,14 +229,9 @@ class Trainer:
             return named
         self.emit(Notice(f"training a {self.model_config.vocab_size}-token BPE tokenizer on the training split"))
         return train_on_corpus(
-            corpus,
-            self.model_config.vocab_size,
-            cfg.min_frequency,
-            cfg.val_fraction,
-            cfg.split_seed,
-            lambda stage, done, total: self._progress("tokenizer", done, total),
-            self._cancelled,
-        )
+            corpus, self.model_config.vocab_size, cfg.min_frequency, cfg.val_fraction, cfg.split_seed,
+            lambda stage, done, total: self._progress("tokenizer", done, total), self._cancelled, sources,
+        )  # fmt: skip
 
     def _fit_vocab(self) -> None:
         """A fresh model takes the tokenizer's vocabulary size; a loaded one must already match it."""

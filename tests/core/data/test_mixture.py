@@ -133,3 +133,32 @@ def test_each_source_validates_on_its_own_text_and_the_overall_pools_them(mixed,
     assert min(result.sources.values()) <= result.bpb <= max(result.sources.values())
     single = evaluate_sources(model, val, {"all": [(0, data.val.tokens)]}, lengths, 4, 300)
     assert single.sources == {} and single.bpb == evaluate_tokens(model, val, lengths, 4, 300).bpb
+
+
+def test_a_tokenizer_learns_from_every_source_a_bounded_share_each(tmp_path, monkeypatch) -> None:
+    import core.tokenizer.named as named
+    from core.workspace import Workspace
+
+    ws = Workspace.resolve(tmp_path / "tok")
+    ws.ensure()
+    texts = {}
+    for name, seed, records in (("wiki", 1, 3000), ("mine", 2, 30)):  # one source 100 times the other
+        (ws.data_dir / name).mkdir()
+        texts[name] = {make_text(2, seed=seed * 10_000 + i) for i in range(records)}
+        lines = [json.dumps({"text": text}) for text in sorted(texts[name])]
+        (ws.data_dir / name / "r.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    seen: list[str] = []
+    monkeypatch.setattr(named, "TRAIN_CHARS", 20_000)
+    monkeypatch.setattr(named, "train_tokenizer", lambda texts, *a, **k: seen.extend(texts))
+    corpus = Corpus.scan(ws.data_dir)
+    # by size, `mine` gives its 1% of the 20k characters; weighted 0.5, all its training text (~1.5k) and `wiki`
+    # its half, 10k: each source at most its share
+    for weights, mine_chars, wiki_chars in (
+        ({}, (100, 400), (19_000, 20_100)),
+        ({"mine": 0.5}, (1_000, 2_000), (10_000, 10_100)),
+    ):
+        seen.clear()
+        named.train_on_corpus(corpus, 320, 2, 0.1, 0, sources=resolve_mixture(corpus, weights)[0])
+        mine = sum(len(t) for t in seen if t in texts["mine"])
+        wiki = sum(len(t) for t in seen if t in texts["wiki"])
+        assert mine_chars[0] <= mine <= mine_chars[1] and wiki_chars[0] <= wiki <= wiki_chars[1], (weights, mine, wiki)
