@@ -97,14 +97,19 @@ def write_mix_file(data_dir: Path, weights: dict[str, float]) -> None:
     atomic.write_json(path, dict(sorted(check_weights(weights, str(path)).items())))
 
 
-def source_of(path: str, named: Iterable[str]) -> str:
-    """The source a file belongs to: the longest of the `named` paths that holds it, else its top-level entry."""
-    holders = [n for n in named if path == n or path.startswith(n + "/")]
-    return max(holders, key=len) if holders else path.split("/", 1)[0]
+def _under(path: str, name: str) -> bool:
+    """Whether `path` is the file or folder `name` or lies inside it."""
+    return path == name or path.startswith(name + "/")
 
 
 def _holds(name: str, paths: Iterable[str]) -> bool:
-    return any(p == name or p.startswith(name + "/") for p in paths)
+    return any(_under(p, name) for p in paths)
+
+
+def source_of(path: str, named: Iterable[str]) -> str:
+    """The source a file belongs to: the longest of the `named` paths that holds it, else its top-level entry."""
+    holders = [n for n in named if _under(path, n)]
+    return max(holders, key=len) if holders else path.split("/", 1)[0]
 
 
 def mixture(files: dict[str, int], weights: dict[str, float], known: Iterable[str] = ()) -> list[Source]:
