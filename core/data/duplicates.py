@@ -8,11 +8,23 @@ so a file copied twice is not trained on twice, and a text cannot sit in both tr
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Key = tuple[str, int]  # (file path, record index): a document
 MAX_WORD = 1 << 20
+# every character but " " and "\n" that Python's str.isspace() accepts (a test checks the list)
+OTHER_SPACE = re.compile("[\t\v\f\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+ASCII_OTHER_SPACE = "\t\v\f\r\x1c\x1d\x1e\x1f"
+
+
+def has_other_space(text: str) -> bool:
+    """Whether `text` holds whitespace other than spaces and line breaks (ASCII text: by substring search,
+    ten times sooner than the pattern)."""
+    if text.isascii():
+        return any(c in text for c in ASCII_OTHER_SPACE)
+    return OTHER_SPACE.search(text) is not None
 
 
 class TextDigest:
@@ -32,7 +44,7 @@ class TextDigest:
         self._add(text[:cut])
 
     def _add(self, text: str) -> None:
-        words = " ".join(text.split())
+        words = normalised(text)
         if words:
             self._hash.update((words if self._empty else " " + words).encode("utf-8", "surrogatepass"))
             self._empty = False
@@ -41,6 +53,16 @@ class TextDigest:
         self._add(self._tail)
         self._tail = ""
         return int.from_bytes(self._hash.digest(), "big")
+
+
+def normalised(text: str) -> str:
+    """`" ".join(text.split())`, several times sooner when the only whitespace is spaces and line breaks."""
+    if has_other_space(text):
+        return " ".join(text.split())
+    text = text.replace("\n", " ")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text.strip(" ")
 
 
 def digest_of(text: str) -> int:

@@ -32,7 +32,7 @@ def evaluate_checkpoints(
 
     from core.chat.generate import Generator
     from core.evaluate import evaluate_tokens
-    from core.train.tokens import encode_corpus
+    from core.train.token_cache import encode_corpus
 
     corpus = Corpus.scan(workspace.data_dir, selection)
     results = []

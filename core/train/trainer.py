@@ -49,7 +49,8 @@ from core.train.events import (
 )
 from core.train.live import Heartbeat
 from core.train.metrics_log import MetricsLog
-from core.train.tokens import RankSlice, TokenData, encode_corpus, training_batches
+from core.train.token_cache import encode_corpus
+from core.train.tokens import RankSlice, TokenData, training_batches
 from core.workspace import Workspace
 
 EventFn = Callable[[Any], None]

@@ -156,9 +156,8 @@ async def test_branch_train_merge_from_the_studio(workspace, tiny_configs) -> No
         assert runs.marked == ["base-b.md", "base-stories"]
         await wait_until(pilot, lambda: {r.name for r in runs.rows} >= {"base-b.md", "base-stories"}, timeout=60)
         await wait_until(pilot, lambda: not app.bridge.training, timeout=120)
-        assert {r.name: r.status for r in runs.rows if r.name.startswith("base-")} == {
-            "base-b.md": "finished", "base-stories": "finished",
-        }  # fmt: skip
+        statuses = {"base-b.md": "finished", "base-stories": "finished"}  # within a refresh of the table
+        await wait_until(pilot, lambda: {r.name: r.status for r in runs.rows if r.name.startswith("base-")} == statuses)
         await pilot.press("4")
         merge = app.screen
         await wait_until(pilot, lambda: sorted(merge.picks) == sorted(

@@ -11,7 +11,7 @@ from typing import Any
 
 from tui.cli.flags import collect
 from tui.cli.parser import ALL_TRAIN_FLAGS, MODEL_FLAGS, RECIPE_FLAGS, RESUME_FLAGS, TRAIN_FLAGS
-from tui.format import clock, count
+from tui.format import PREPARATION, PreparationLine, clock, count
 
 
 def train_configs(args: argparse.Namespace) -> tuple[Any, Any, str]:
@@ -145,6 +145,7 @@ class TrainPrinter:
         self.log_interval = max(1, log_interval)
         self.max_steps = 0
         self._last_stage = ""
+        self.preparation = PreparationLine()
         self.tty = sys.stderr.isatty()
         self.preferences: list[Any] = []  # PreferenceMetrics of a DPO run
 
@@ -155,13 +156,12 @@ class TrainPrinter:
             handler(event)
 
     def on_Progress(self, e) -> None:
-        labels = {"scan": "scanning files", "tokenizer": "training the tokenizer", "encode": "encoding tokens"}
-        label = labels.get(e.stage, e.stage)
+        line = self.preparation(e.stage, e.done, e.total)
         if e.total and self.tty:
             end = "\n" if e.done >= e.total else ""
-            print(f"\r{label}: {100 * e.done / e.total:5.1f}%", end=end, file=sys.stderr, flush=True)
+            print(f"\r{line:<72}", end=end, file=sys.stderr, flush=True)
         elif e.stage != self._last_stage:
-            print(f"{label} ...", file=sys.stderr, flush=True)
+            print(f"{PREPARATION.get(e.stage, e.stage)} ...", file=sys.stderr, flush=True)
         self._last_stage = e.stage
 
     def on_Notice(self, e) -> None:

@@ -19,7 +19,7 @@ from core.config import PRESETS, ModelConfig, TrainConfig, count_params, estimat
 from core.errors import SLMError
 from core.train.monitor import RunHistory
 from core.workspace import default_run_name
-from tui.format import clock, count
+from tui.format import PreparationLine, clock, count
 from tui.messages import JobProgress, TrainingFinished, TrainingUpdated
 from tui.screens.modals import PickScreen
 from tui.widgets.train.loss_plot import LossPlot
@@ -69,6 +69,7 @@ class TrainScreen(Screen):
         self._version = -1
         self._plotted = (0.0, 0, "")  # when the plot was last redrawn, with how many evals, in what state
         self._log_lines = 0
+        self.preparation = PreparationLine()
         self.init_from: str | None = None
         self.resume_name: str | None = None
 
@@ -283,9 +284,8 @@ class TrainScreen(Screen):
 
     def on_job_progress(self, message: JobProgress) -> None:
         if message.job == "train":
-            labels = {"scan": "scanning files", "tokenizer": "training the tokenizer", "encode": "encoding tokens"}
-            share = f" {100 * message.done / message.total:.0f}%" if message.total else ""
-            self.query_one("#status", Static).update(f"preparing: {labels.get(message.stage, message.stage)}{share}")
+            line = self.preparation(message.stage, message.done, message.total)
+            self.query_one("#status", Static).update(f"preparing: {line}")
 
     def refresh_monitor(self) -> None:
         history = self.app.bridge.history

@@ -297,7 +297,7 @@ def test_a_jsonl_line_too_long_to_read_is_skipped(tmp_path) -> None:
 
 def test_cutting_before_a_space_keeps_the_tokens() -> None:
     from core.tokenizer.bpe import train_tokenizer
-    from core.train.tokens import _pieces
+    from core.train.token_cache import _pieces
 
     line = make_text(400, seed=5).replace("\n", " ") + "  two spaces,\tand a tab. 12345 67890!"
     tok = train_tokenizer([make_text(300, seed=4)], vocab_size=300)

@@ -7,7 +7,7 @@ import json
 from core.data.corpus import Corpus
 from core.data.duplicates import TextDigest, digest_of
 from core.tokenizer.bpe import Tokenizer
-from core.train.tokens import encode_corpus
+from core.train.token_cache import encode_corpus
 from tests.conftest import make_text
 
 
@@ -69,3 +69,29 @@ def test_a_copy_adds_no_training_tokens(workspace, tokenizer_file) -> None:
     assert (with_copy.train.tokens, with_copy.val.tokens) == (alone.train.tokens, alone.val.tokens)
     kept = encode_corpus(Corpus.scan(workspace.data_dir, keep_duplicates=True), tok, workspace.cache_dir, 0.1, 0)
     assert kept.train.tokens > alone.train.tokens and kept.train.path != with_copy.train.path
+
+
+def test_the_other_spaces_are_every_space_python_knows_but_space_and_line_break() -> None:
+    from core.data.duplicates import ASCII_OTHER_SPACE, OTHER_SPACE, has_other_space
+
+    spaces = {chr(c) for c in range(0x110000) if chr(c).isspace()} - {" ", "\n"}
+    assert {chr(c) for c in range(0x110000) if OTHER_SPACE.fullmatch(chr(c))} == spaces
+    assert set(ASCII_OTHER_SPACE) == {c for c in spaces if c.isascii()}
+    assert (
+        all(has_other_space(f"a b\n{c}") for c in spaces)
+        and not has_other_space("a b\nc")
+        and not has_other_space("é ")
+    )
+
+
+def test_whitespace_is_normalised_as_split_and_join_would() -> None:
+    import random
+
+    from core.data.duplicates import normalised
+
+    rng = random.Random(0)
+    for _ in range(300):
+        text = "".join(
+            rng.choice(["a", "bc", " ", "  ", "\n", "\n\n", "   \n ", "\t", "\u3000", "é"]) for _ in range(30)
+        )
+        assert normalised(text) == " ".join(text.split())

@@ -12,7 +12,8 @@ from core.data.corpus import Corpus
 from core.data.mixture import MIX_FILE, mixture, parse_mix, read_mix_file, resolve_mixture, write_mix_file
 from core.errors import SLMError
 from core.tokenizer.bpe import Tokenizer
-from core.train.tokens import MixedBatches, encode_corpus
+from core.train.token_cache import encode_corpus
+from core.train.tokens import MixedBatches
 from tests.conftest import make_text
 
 

@@ -1,0 +1,275 @@
+"""Fast corpus encoding: the same token ids as Hugging Face `encode_batch`, several times sooner.
+
+A byte-level BPE tokenizer splits text into pre-tokens with GPT-2's pattern and encodes each one alone. In
+that pattern a space followed by a character that is not whitespace always starts a pre-token (" word",
+" 42", " ,"), so text cut before each such space gives chunks whose ids never depend on their neighbours.
+`WordEncoder` cuts text there (one `re.split`), encodes each distinct chunk once through the tokenizer itself,
+and looks every later one up: corpus text repeats its words, so nearly all the work becomes one dictionary
+lookup per word and one numpy gather per batch. Python's `\\s` holds every character the tokenizer's `\\s`
+does (and `\\x1c`-`\\x1f` besides), so a cut it makes is always one the tokenizer makes too.
+
+A tokenizer of another kind (an imported SentencePiece one, a normaliser, added tokens that strip spaces) is
+encoded by the tokenizer itself. `Encoder` runs a `WordEncoder` in each of several processes for big corpora
+(plain `python -m core.tokenizer.encoder` children that read texts from a pipe and write ids back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import queue
+import re
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
+
+from core.data.duplicates import has_other_space
+from core.errors import SLMError
+
+CUT = re.compile(r" (?=\S)")  # the space that starts a pre-token; chunks after the first keep it implicitly
+SPACE_THEN_SPACE = re.compile(r" \s| $")  # where a plain split on spaces would cut wrongly
+HEAD = "\t"  # marks a key that is a text's first chunk or an added token (other keys never start with space)
+MAX_KEYS = 2_000_000  # distinct chunks kept before the table starts afresh (bounds memory)
+
+
+def splits_like_gpt2(spec: dict[str, Any]) -> bool:
+    """Whether a tokenizer.json (as a dict) pre-tokenizes with GPT-2's byte-level pattern and nothing else."""
+    pre = spec.get("pre_tokenizer") or {}
+    model = spec.get("model") or {}
+    plain_added = all(
+        isinstance(t, dict) and not (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))
+        for t in spec.get("added_tokens") or []
+    )
+    return (
+        spec.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex", True) is True
+        and pre.get("add_prefix_space") is False
+        and model.get("type") == "BPE"
+        and model.get("dropout") is None
+        and plain_added
+    )
+
+
+class WordEncoder:
+    """Encodes batches of texts as `HFTokenizer.encode_batch` does, each distinct chunk once."""
+
+    def __init__(self, tokenizer_json: str) -> None:
+        self.hf = HFTokenizer.from_str(tokenizer_json)
+        spec = json.loads(tokenizer_json)
+        self.fast = splits_like_gpt2(spec)
+        added = sorted({t["content"] for t in spec.get("added_tokens") or [] if t.get("content")}, key=len)
+        self.added = re.compile("(" + "|".join(re.escape(t) for t in reversed(added)) + ")") if added else None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.index: dict[str, int] = {}  # key -> row of the table: where its ids start in `flat`, how many
+        self.starts = np.zeros(0, np.int64)
+        self.lengths = np.zeros(0, np.int64)
+        self.flat = np.zeros(0, np.uint32)
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of all `texts` one after another (uint32), and how many each text gave."""
+        if not self.fast:
+            encoded = [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+            return _joined(encoded)
+        keys: list[str] = []
+        counts = np.zeros(len(texts), np.int64)
+        for n, text in enumerate(texts):
+            before = len(keys)
+            for i, segment in enumerate(self.added.split(text) if self.added else [text]):
+                if i % 2:  # an added token
+                    keys.append(HEAD + segment)
+                    continue
+                if _plain(segment):  # every space and line break is a cut: mark the heads of lines
+                    chunks = segment.replace("\n", "\n " + HEAD).split(" ")
+                    chunks[0] = HEAD + chunks[0]
+                    keys += chunks
+                    continue
+                for line in _lines(segment):
+                    head, *rest = line.split(" ") if not SPACE_THEN_SPACE.search(line) else CUT.split(line)
+                    if head:
+                        keys.append(HEAD + head)
+                    keys.extend(rest)
+            counts[n] = len(keys) - before
+        new = set(keys).difference(self.index)
+        if len(self.index) + len(new) > MAX_KEYS:
+            self._reset()
+            new = set(keys)
+        self._learn(list(new))
+        rows = np.fromiter(map(self.index.__getitem__, keys), np.int64, len(keys))
+        per_key = self.lengths[rows]
+        ends = np.cumsum(per_key)
+        total = int(ends[-1]) if len(ends) else 0
+        offsets = np.arange(total) - np.repeat(ends - per_key, per_key) + np.repeat(self.starts[rows], per_key)
+        key_ends = np.concatenate([[0], ends])
+        bounds = np.cumsum(counts)
+        return self.flat[offsets], key_ends[bounds] - key_ends[bounds - counts]
+
+    def _learn(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        texts = [k[1:] if k[0] == HEAD else " " + k for k in keys]
+        flat, lengths = _joined([e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)])
+        first = len(self.index)
+        self.index.update(zip(keys, range(first, first + len(keys)), strict=True))
+        self.starts = np.concatenate([self.starts, len(self.flat) + np.cumsum(lengths) - lengths])
+        self.lengths = np.concatenate([self.lengths, lengths])
+        self.flat = np.concatenate([self.flat, flat])
+
+
+def _plain(text: str) -> bool:
+    """Whether every space and every line break of `text` may be cut at: its only whitespace is spaces and line
+    breaks, no space is followed by whitespace or ends it, and no line break has a space beside it, makes three
+    in a row, or two at the end (each of those whitespace runs is one pre-token, or ends in one)."""
+    if has_other_space(text) or "  " in text or " \n" in text or "\n " in text or "\n\n\n" in text:
+        return False
+    return not text.endswith((" ", "\n\n"))
+
+
+def _lines(text: str) -> list[str]:
+    """`text` cut after each line break that stands alone between two characters that are not whitespace (it
+    is a pre-token of its own, and the next character starts one), so a line's last and next line's first
+    words are not one chunk."""
+    parts = text.split("\n")
+    lines, line = [], parts[0]
+    for part in parts[1:]:
+        if line and part and not line[-1].isspace() and not part[0].isspace():
+            lines.append(line + "\n")
+            line = part
+        else:
+            line = f"{line}\n{part}"
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _joined(encoded: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(ids) for ids in encoded], np.int64)
+    return np.fromiter((i for ids in encoded for i in ids), np.uint32, int(lengths.sum())), lengths
+
+
+class _Worker:
+    """One encoding process (`python -m core.tokenizer.encoder`) and the thread that feeds it jobs in order."""
+
+    def __init__(self, tokenizer_json: str) -> None:
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": root}
+        command = [sys.executable, "-m", "core.tokenizer.encoder"]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.jobs: queue.Queue[tuple[list[str], Future] | None] = queue.Queue()
+        self.tokenizer_json = tokenizer_json
+        self.thread = threading.Thread(target=self._feed, name="encoder-worker", daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        with contextlib.suppress(OSError):  # the process is gone: each job below says so
+            _send(stdin, [self.tokenizer_json.encode()])
+        while (job := self.jobs.get()) is not None:
+            texts, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                _send(stdin, [t.encode() for t in texts])
+                ids, lengths = _receive(stdout)
+                future.set_result((np.frombuffer(ids, np.uint32), np.frombuffer(lengths, np.int64)))
+            except (OSError, ValueError) as e:
+                future.set_exception(SLMError(f"an encoding process stopped ({e or 'no answer'})"))
+
+    def stop(self, wait: bool) -> None:
+        self.jobs.put(None)
+        if not wait:
+            self.process.kill()
+        self.thread.join()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _send(stream: BinaryIO, parts: list[bytes]) -> None:
+    """One message: the count of parts, their lengths, then the parts."""
+    stream.write(struct.pack("<q", len(parts)) + np.array([len(p) for p in parts], np.int64).tobytes())
+    stream.write(b"".join(parts))
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> list[bytes]:
+    (count,) = struct.unpack("<q", _read(stream, 8))
+    lengths = np.frombuffer(_read(stream, 8 * count), np.int64).tolist()
+    body = _read(stream, sum(lengths))
+    ends = np.cumsum([0, *lengths]).tolist()
+    return [body[a:b] for a, b in itertools.pairwise(ends)]
+
+
+def _read(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise ValueError("the process ended")
+    return data
+
+
+def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
+    """The encoding process: a tokenizer.json, then batches of texts until the input ends; ids for each."""
+    try:
+        (tokenizer_json,) = _receive(stdin)
+    except ValueError:
+        return
+    encoder = WordEncoder(tokenizer_json.decode())
+    while True:
+        try:
+            texts = [t.decode() for t in _receive(stdin)]
+        except ValueError:
+            return
+        ids, lengths = encoder.encode(texts)
+        _send(stdout, [ids.astype(np.uint32).tobytes(), lengths.astype(np.int64).tobytes()])
+
+
+class Encoder:
+    """Encodes batches in `workers` processes (or in this one, for 1): `submit` returns a future of
+    `WordEncoder.encode`'s result, and each process takes its jobs in turn. Use it as a context manager;
+    leaving it stops the processes (at once, when an exception leaves it)."""
+
+    def __init__(self, tokenizer_json: str, workers: int = 1) -> None:
+        self.workers = max(1, workers)
+        self._local = WordEncoder(tokenizer_json) if self.workers == 1 else None
+        self._pool = [_Worker(tokenizer_json) for _ in range(self.workers)] if self.workers > 1 else []
+        self._next = 0
+
+    def submit(self, texts: list[str]) -> Future[tuple[np.ndarray, np.ndarray]]:
+        future: Future[tuple[np.ndarray, np.ndarray]] = Future()
+        if self._local is not None:
+            future.set_result(self._local.encode(texts))
+            return future
+        self._pool[self._next % len(self._pool)].jobs.put((texts, future))
+        self._next += 1
+        return future
+
+    def close(self, wait: bool = True) -> None:
+        for worker in self._pool:
+            worker.stop(wait)
+        self._pool = []
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self.close(wait=kind is None)
+
+
+if __name__ == "__main__":
+    _serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, normalizers, pre_tokenizers
+
+from core.errors import SLMError
+from core.tokenizer import encoder
+from core.tokenizer.bpe import train_tokenizer
+from core.tokenizer.encoder import Encoder, WordEncoder
+from tests.conftest import make_text
+
+# every character Python or the tokenizer counts as whitespace, and some that look like it and are not
+SPACES = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2005\u200a\u2028\u2029\u202f\u205f\u3000\u180e\u200b\ufeff"
+ODD = "²³½¹Ⅻ〇٣_'’"  # numbers that are not digits, digits of other scripts, an underscore, apostrophes
+
+
+def unicode_text(seed: int, n: int = 6000) -> str:
+    rng = random.Random(seed)
+    alphabet = SPACES + ODD + "ab1,'s" + "".join(chr(c) for c in range(0x370, 0x3FF)) + "日本語の文字🙂👍🏽𝔘"
+    words = ["'s", "'re", "'ll", "don't", "x'", "<|endoftext|>", "<|user|>", "<|end", " "]
+    return "".join(rng.choice(alphabet) if rng.random() < 0.8 else rng.choice(words) for _ in range(n))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer([make_text(300, seed=1), unicode_text(0)], vocab_size=600)
+
+
+def reference(hf, texts: list[str]) -> tuple[list[int], list[int]]:
+    encoded = [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
+    return [i for ids in encoded for i in ids], [len(ids) for ids in encoded]
+
+
+def test_the_ids_are_the_tokenizers_own_on_unicode_heavy_text(tok) -> None:
+    enc = WordEncoder(tok.to_json())
+    assert enc.fast
+    texts = [unicode_text(seed) for seed in range(1, 6)]
+    texts += [" " + texts[0], texts[1] + " ", "", " ", "  x", "<|endoftext|>", " <|endoftext|> x", make_text(50)]
+    texts += ["".join(a + b + c for a in SPACES + "a1,'" for b in SPACES for c in SPACES + "a1,'s")]
+    ids, lengths = enc.encode(texts)
+    assert (ids.tolist(), lengths.tolist()) == reference(tok.hf, texts)
+    again, _ = enc.encode(texts[::-1])  # from the table now
+    assert again.tolist() == reference(tok.hf, texts[::-1])[0]
+
+
+def test_a_full_table_starts_afresh_and_stays_right(tok, monkeypatch) -> None:
+    monkeypatch.setattr(encoder, "MAX_KEYS", 50)
+    enc = WordEncoder(tok.to_json())
+    for seed in range(3):
+        texts = [make_text(40, seed=seed), unicode_text(seed, 500)]
+        assert enc.encode(texts)[0].tolist() == reference(tok.hf, texts)[0]
+        assert len(enc.index) <= max(50, len(set(texts[0].split()) | set(texts[1].split())) * 4)
+
+
+def test_a_tokenizer_that_splits_otherwise_is_encoded_by_itself(tok) -> None:
+    other = HFTokenizer.from_str(tok.to_json())
+    other.normalizer = normalizers.NFKC()
+    metaspace = HFTokenizer(models.BPE())
+    metaspace.pre_tokenizer = pre_tokenizers.Metaspace()
+    for hf in (other, metaspace):
+        enc = WordEncoder(hf.to_str())
+        assert not enc.fast
+        texts = [unicode_text(7, 800), "  a b", ""]
+        ids, lengths = enc.encode(texts)
+        assert (ids.tolist(), lengths.tolist()) == reference(hf, texts)
+
+
+def test_texts_encode_alike_in_worker_processes_and_a_dead_one_is_a_one_line_error(tok) -> None:
+    texts = [unicode_text(9, 2000), make_text(80)]
+    with Encoder(tok.to_json(), workers=2) as pool:
+        results = [pool.submit(texts[i % 2 :]) for i in range(4)]
+        assert [r.result(timeout=60)[0].tolist() for r in results[:2]] == [
+            reference(tok.hf, texts[i:])[0] for i in (0, 1)
+        ]
+        pool._pool[0].process.kill()
+        with pytest.raises(SLMError, match="an encoding process stopped"):
+            pool.submit(texts).result(timeout=60)
