@@ -2,11 +2,12 @@
 
 A byte-level BPE tokenizer splits text into pre-tokens with GPT-2's pattern and encodes each one alone. In
 that pattern a space followed by a character that is not whitespace always starts a pre-token (" word",
-" 42", " ,"), so text cut before each such space gives chunks whose ids never depend on their neighbours.
-`WordEncoder` cuts text there (one `re.split`), encodes each distinct chunk once through the tokenizer itself,
-and looks every later one up: corpus text repeats its words, so nearly all the work becomes one dictionary
-lookup per word and one numpy gather per batch. Python's `\\s` holds every character the tokenizer's `\\s`
-does (and `\\x1c`-`\\x1f` besides), so a cut it makes is always one the tokenizer makes too.
+" 42", " ,"), and so does the character after a line break that stands alone between two such characters: text
+cut there gives chunks whose ids never depend on their neighbours. `WordEncoder` cuts text there (mostly with
+`str.split`), encodes each distinct chunk once through the tokenizer itself, and looks every later one up:
+corpus text repeats its words, so nearly all the work becomes one dictionary lookup per word and one numpy
+gather per batch. Python's `\\s` holds every character the tokenizer's `\\s` does (and `\\x1c`-`\\x1f`
+besides), so a cut it makes is always one the tokenizer makes too.
 
 A tokenizer of another kind (an imported SentencePiece one, a normaliser, added tokens that strip spaces) is
 encoded by the tokenizer itself. `Encoder` runs a `WordEncoder` in each of several processes for big corpora
@@ -138,14 +139,18 @@ def _plain(text: str) -> bool:
 
 def _lines(text: str) -> list[str]:
     """`text` cut after each line break that stands alone between two characters that are not whitespace (it
-    is a pre-token of its own, and the next character starts one), so a line's last and next line's first
-    words are not one chunk."""
+    is a pre-token of its own, and the next character starts one), or between the two characters of such a
+    "\\r\\n" (each is a pre-token), so a line's last and next line's first words are not one chunk."""
     parts = text.split("\n")
     lines, line = [], parts[0]
     for part in parts[1:]:
-        if line and part and not line[-1].isspace() and not part[0].isspace():
+        starts_word = bool(part) and not part[0].isspace()
+        if starts_word and line and not line[-1].isspace():
             lines.append(line + "\n")
             line = part
+        elif starts_word and len(line) > 1 and line[-1] == "\r" and not line[-2].isspace():
+            lines.append(line)
+            line = "\n" + part
         else:
             line = f"{line}\n{part}"
     if line:

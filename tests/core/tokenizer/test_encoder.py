@@ -26,7 +26,9 @@ def unicode_text(seed: int, n: int = 6000) -> str:
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer([make_text(300, seed=1), unicode_text(0)], vocab_size=600)
+    windows = make_text(200, seed=2).replace("\n", "\r\n")  # so that "\r\n" and "\n\n\n" are tokens of their own
+    gaps = make_text(200, seed=3).replace("\n\n", "\n\n\n\n")
+    return train_tokenizer([make_text(300, seed=1), unicode_text(0), windows, gaps], vocab_size=600)
 
 
 def reference(hf, texts: list[str]) -> tuple[list[int], list[int]]:
@@ -39,6 +41,13 @@ def test_the_ids_are_the_tokenizers_own_on_unicode_heavy_text(tok) -> None:
     assert enc.fast
     texts = [unicode_text(seed) for seed in range(1, 6)]
     texts += [" " + texts[0], texts[1] + " ", "", " ", "  x", "<|endoftext|>", " <|endoftext|> x", make_text(50)]
+    texts += [make_text(60, seed=3).replace("\n", "\r\n"), "a\r\nb\r\n\r\nc \r\nd\r\n e\r\r\nf\r\n"]  # Windows lines
+    texts += [
+        make_text(30, seed=4) + "\n",
+        "a\n\n\nb c\n\n\n\nd\n\n",
+        "x\n\n y z\n y\n\n w",
+        make_text(40).replace("\n\n", "\n\n\n"),
+    ]
     texts += ["".join(a + b + c for a in SPACES + "a1,'" for b in SPACES for c in SPACES + "a1,'s")]
     ids, lengths = enc.encode(texts)
     assert (ids.tolist(), lengths.tolist()) == reference(tok.hf, texts)
