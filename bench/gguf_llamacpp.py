@@ -3,7 +3,7 @@
     pip install llama-cpp-python    # builds llama.cpp from source: about 10 minutes on 2 cores
     python bench/gguf_llamacpp.py [--checkpoint CKPT] [--tokens 32]
 
-For each of f32, f16 and q8_0: export the checkpoint, load it in llama.cpp with an F32 KV cache,
+For each of f32, f16, q8_0 and q4_0: export the checkpoint, load it in llama.cpp with an F32 KV cache,
 compare its tokenization of the prompt with ours, its logits over the prompt with ours (largest
 absolute difference), and its greedy continuation with ours. Without --checkpoint the model is the
 toy preset's shape with grouped-query attention (4 heads, 2 kv heads), random weights spread wide
@@ -74,14 +74,14 @@ def main() -> None:
     print(f"llama-cpp-python {llama_cpp.__version__}; {path}; {len(ours)} greedy tokens after {PROMPT!r}")
     print(f"{'dtype':<6} {'size':>9} {'same prompt tokens':>18} {'max |logit diff|':>16}  greedy")
     failed = False
-    for dtype in ("f32", "f16", "q8_0"):
+    for dtype in ("f32", "f16", "q8_0", "q4_0"):
         gguf = export_checkpoint(path, "gguf", folder / f"model-{dtype}.gguf", dtype)
         same, diff, theirs = compare(gen, gguf, ours)
         agree = next(
             (i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), min(len(ours), len(theirs))
         )
         verdict = "same" if ours == theirs else f"differs from token {agree} of {len(ours)}"
-        failed |= dtype != "q8_0" and (ours != theirs or not same)
+        failed |= dtype in ("f32", "f16") and (ours != theirs or not same)
         print(f"{dtype:<6} {gguf.stat().st_size / 1e6:>8.2f}M {same!s:>18} {diff:>16.2e}  {verdict}")
     print(f"our continuation: {gen.tokenizer.decode(ours)!r}")
     sys.exit(1 if failed else 0)

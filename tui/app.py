@@ -31,6 +31,7 @@ EXPORT_FORMATS = [
     ("hf", "Hugging Face folder (transformers, Llama architecture)"),
     ("gguf-f16", "GGUF, f16 (llama.cpp)"),
     ("gguf-q8_0", "GGUF, q8_0: smaller (llama.cpp)"),
+    ("gguf-q4_0", "GGUF, q4_0: smallest (llama.cpp), a little less exact"),
 ]
 
 

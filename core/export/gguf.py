@@ -61,18 +61,49 @@ def gguf_tensors(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _encode(tensor: torch.Tensor, dtype: str) -> tuple[np.ndarray, Any]:
-    """The array to write and its GGML type: norms stay F32; Q8_0 needs rows that split into blocks of 32."""
+def ggml_type(dtype: str, shape: tuple[int, ...], output: bool) -> Any:
+    """The GGML type a weight of `shape` gets in an export as `dtype`: norms stay F32; the quantized types need
+    rows that split into blocks of 32 (else F16); at q4_0 the output matrix keeps 8 bits (as llama.cpp keeps
+    more for it), since every logit goes through it."""
+    import gguf
+
+    types = gguf.GGMLQuantizationType
+    if len(shape) == 1 or dtype == "f32":
+        return types.F32
+    quantized = {"q8_0": types.Q8_0, "q4_0": types.Q8_0 if output else types.Q4_0}.get(dtype)
+    if quantized is not None and shape[-1] % gguf.GGML_QUANT_SIZES[quantized][0] == 0:
+        return quantized
+    return types.F16
+
+
+def _encode(tensor: torch.Tensor, kind: Any) -> np.ndarray:
     import gguf
     import numpy as np
 
-    types = gguf.GGMLQuantizationType
     array = tensor.float().numpy()
-    if tensor.dim() == 1 or dtype == "f32":
-        return array.astype(np.float32), types.F32
-    if dtype == "q8_0" and array.shape[-1] % gguf.GGML_QUANT_SIZES[types.Q8_0][0] == 0:
-        return gguf.quants.quantize(array, types.Q8_0), types.Q8_0
-    return array.astype(np.float16), types.F16
+    if kind == gguf.GGMLQuantizationType.F32:
+        return array.astype(np.float32)
+    if kind == gguf.GGMLQuantizationType.F16:
+        return array.astype(np.float16)
+    return gguf.quants.quantize(array, kind)
+
+
+def weights_as_exported(ckpt: Checkpoint, dtype: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights (our names) as a GGUF export as `dtype` holds them: each matrix quantized by
+    `ggml_type`'s rule and back, so that a model built from them scores what the exported weights score."""
+    import gguf
+    import torch
+
+    output = "embed.weight" if ckpt.config.tie_embeddings else "lm_head.weight"
+    state = {}
+    for name, tensor in ckpt.state.items():
+        kind = ggml_type(dtype, tuple(tensor.shape), name == output)
+        if kind == gguf.GGMLQuantizationType.F32:
+            state[name] = tensor.float()
+        else:
+            back = gguf.quants.dequantize(_encode(tensor, kind), kind)
+            state[name] = torch.from_numpy(back.astype("float32").reshape(tensor.shape))
+    return state
 
 
 def _add_vocabulary(writer: Any, tokenizer: Tokenizer, vocab_size: int) -> None:
@@ -111,8 +142,12 @@ def export_gguf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
     if out.is_dir():
         raise SLMError(f"{out} is a folder: the GGUF export is a file (e.g. model.gguf)")
     config = ckpt.config
-    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16}
-    tensors = {name: _encode(t, dtype) for name, t in gguf_tensors(ckpt).items()}
+    files = gguf.LlamaFileType
+    file_type = {"f32": files.ALL_F32, "f16": files.MOSTLY_F16, "q8_0": files.MOSTLY_Q8_0}.get(dtype, files.MOSTLY_Q4_0)
+    weights = gguf_tensors(ckpt)
+    output = "output.weight" if "output.weight" in weights else "token_embd.weight"  # tied: the embedding
+    kinds = {name: ggml_type(dtype, tuple(t.shape), name == output) for name, t in weights.items()}
+    tensors = {name: (_encode(t, kinds[name]), kinds[name]) for name, t in weights.items()}
 
     def write(tmp: Path) -> None:
         writer = gguf.GGUFWriter(tmp, arch="llama")
@@ -123,7 +158,7 @@ def export_gguf(ckpt: Checkpoint, out: Path, dtype: str) -> None:
 
     def _write(writer: gguf.GGUFWriter) -> None:
         writer.add_name(label(ckpt.path))
-        writer.add_file_type(file_types.get(dtype, gguf.LlamaFileType.MOSTLY_Q8_0))
+        writer.add_file_type(file_type)
         writer.add_context_length(config.context)
         writer.add_embedding_length(config.n_embd)
         writer.add_block_count(config.n_layer)

@@ -62,6 +62,12 @@ def test_full_cli_journey(workspace, capsys) -> None:
 
     code, out, _ = run_slm(ws, "eval", "cli/final", "--file", str(workspace.data_dir / "b.md"), capsys=capsys)
     assert code == 0 and "bits/byte" in out
+    code, out, _ = run_slm(
+        ws, "eval", "cli/final", "--file", str(workspace.data_dir / "b.md"), "--dtype", "q4_0", capsys=capsys
+    )
+    exact, quantized = (float(line.split(" bits/byte")[0].split()[-1]) for line in out.strip().splitlines()[1:3])
+    change = float(out.split("bits/byte (")[1].split("%")[0])
+    assert code == 0 and quantized != exact and abs(change - 100 * (quantized / exact - 1)) < 0.01
 
     code, out, _ = run_slm(ws, "checkpoints", capsys=capsys)
     assert code == 0 and "cli/final" in out and "cli/best" in out

@@ -84,6 +84,17 @@ def cmd_eval(args: argparse.Namespace, ws) -> None:
     result = evaluate_file(gen.model, gen.tokenizer, args.file, max_tokens=args.max_tokens)
     print(f"{path}: {args.file}")
     print(f"loss {result.loss:.4f} | perplexity {result.ppl:.2f} | {result.bpb:.4f} bits/byte | {result.tokens} tokens")
+    if args.dtype:
+        from core.checkpoint import load_weights
+        from core.export.gguf import weights_as_exported
+        from core.model import GPT
+
+        model = GPT(gen.checkpoint.config)
+        load_weights(model, weights_as_exported(gen.checkpoint, args.dtype), path)
+        quantized = evaluate_file(model.to(gen.device).eval(), gen.tokenizer, args.file, max_tokens=args.max_tokens)
+        change = 100 * (quantized.bpb / result.bpb - 1)
+        print(f"{args.dtype} (the weights of a GGUF export as {args.dtype}): loss {quantized.loss:.4f} | "
+              f"{quantized.bpb:.4f} bits/byte ({change:+.2f}% against f32)")  # fmt: skip
 
 
 def cmd_checkpoints(args: argparse.Namespace, ws) -> None:

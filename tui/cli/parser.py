@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="RUN, RUN/best|final|latest or a folder (default: the newest run)")
     p.add_argument("--file", required=True, help="a UTF-8 text file")
     p.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
+    p.add_argument(
+        "--dtype", choices=["q8_0", "q4_0"], help="also score the weights as a GGUF export of this type holds them"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     _merge_parsers(sub)
@@ -96,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="RUN, RUN/best|final|latest or a folder (default: the newest run)")
     p.add_argument("--format", required=True, choices=["hf", "gguf"], help="hf: a transformers folder; gguf: llama.cpp")
     p.add_argument("--out", required=True, metavar="PATH", help="the folder (hf) or file (gguf) to write")
-    p.add_argument("--dtype", choices=["f32", "f16", "q8_0"], default="f32", help="weight type (q8_0: gguf only)")
+    p.add_argument(
+        "--dtype", choices=["f32", "f16", "q8_0", "q4_0"], default="f32", help="weight type (q8_0, q4_0: gguf only)"
+    )
 
     p = sub.add_parser("import", help="import a local Hugging Face Llama checkpoint as a run")
     p.add_argument("hf_dir", metavar="HF_DIR", help="a folder with config.json, *.safetensors and tokenizer.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from core.checkpoint import load_checkpoint, load_weights, save_checkpoint, weig
 from core.config import ModelConfig, to_dict
 from core.errors import SLMError
 from core.export.formats import export_checkpoint
-from core.export.gguf import gguf_tensors, interleave_rope
+from core.export.gguf import ggml_type, gguf_tensors, interleave_rope, weights_as_exported
 from core.export.hf import import_hf
 from core.model import GPT, apply_rope, rope_tables
 from core.tokenizer.bpe import Tokenizer
@@ -107,7 +108,7 @@ def test_hf_export_refuses_a_folder_with_other_files(tmp_path, checkpoint):
     assert (tmp_path / "home" / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0", "q4_0"])
 def test_gguf_export_reads_back(tmp_path, checkpoint, dtype):
     gguf = pytest.importorskip("gguf")
     out = export_checkpoint(checkpoint, "gguf", tmp_path / "model.gguf", dtype)
@@ -131,14 +132,21 @@ def test_gguf_export_reads_back(tmp_path, checkpoint, dtype):
     expected = gguf_tensors(load_checkpoint(checkpoint))
     tensors = {t.name: t for t in reader.tensors}
     assert set(tensors) == set(expected) and "output.weight" not in tensors  # tied: llama.cpp reuses token_embd
-    tolerance = {"f32": 0.0, "f16": 1e-3, "q8_0": 2e-2}[dtype]
+    tolerance = {"f32": 0.0, "f16": 1e-3, "q8_0": 2e-2, "q4_0": 0.13}[dtype]  # q4_0: 16 steps, one side of them clipped
+    ckpt = load_checkpoint(checkpoint)
+    scored = gguf_tensors(dataclasses.replace(ckpt, state=weights_as_exported(ckpt, dtype)))  # what `slm eval` scores
     for name, want in expected.items():
         t = tensors[name]
         assert tuple(reversed(t.shape.tolist())) == tuple(want.shape), name
         got = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy()).reshape(want.shape)
         assert torch.allclose(got.float(), want, atol=tolerance * want.abs().max().item() + 1e-7), name
-    kinds = {t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
-    assert kinds == {dtype.upper()}
+        assert torch.equal(got.float(), scored[name]), name
+    kinds = {t.name: t.tensor_type.name for t in reader.tensors if len(t.shape) == 2}
+    assert kinds == {
+        n: ggml_type(dtype, tuple(w.shape), n == "token_embd.weight").name for n, w in expected.items() if w.dim() == 2
+    }
+    # the tied embedding is the output matrix: 8 bits at q4_0, as llama.cpp keeps more for it
+    assert set(kinds.values()) == ({"Q4_0", "Q8_0"} if dtype == "q4_0" else {dtype.upper()})
 
 
 def test_import_round_trip(tmp_path, tokenizer_file, workspace):
