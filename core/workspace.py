@@ -3,7 +3,8 @@
 A workspace is any folder holding `data/` (corpora, any depth of subfolders) and `checkpoints/`
 (one folder per run, plus named tokenizers in `checkpoints/tokenizers/`). It is the current folder
 unless `--workspace PATH` or `SLM_WORKSPACE` says otherwise. User settings (theme, last model) live
-in the platformdirs config folder (override with `SLM_CONFIG_DIR`), never in a workspace.
+in the platformdirs config folder (override with `SLM_CONFIG_DIR`), never in a workspace; measurements
+kept between runs in its cache folder (`SLM_CACHE_DIR`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,16 @@ def config_dir() -> Path:
     from platformdirs import user_config_dir
 
     return Path(user_config_dir("slm-studio", appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Where measurements worth keeping between runs live (the planner's speed probes); SLM_CACHE_DIR overrides."""
+    override = os.environ.get("SLM_CACHE_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("slm-studio", appauthor=False))
 
 
 def load_settings() -> dict[str, Any]:

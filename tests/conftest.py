@@ -43,6 +43,7 @@ TINY_TRAIN = dict(
 def _isolated_settings(tmp_path_factory, monkeypatch):
     """User settings go to a temporary folder, never the real config dir."""
     monkeypatch.setenv("SLM_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.setenv("SLM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.delenv("SLM_WORKSPACE", raising=False)
 
 

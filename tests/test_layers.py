@@ -1,7 +1,7 @@
 """The house rules of the code's layout, read from the source (nothing is imported or run).
 
 - Layers: a module imports only from its own layer or the layers below it; the stage packages of one layer
-  (`core.train` and `core.export`) are independent of each other. `core` never imports Textual or `tui`.
+  (`core.train`, `core.export` and `core.plan`) are independent of each other. `core` never imports Textual or `tui`.
 - No import circles between modules, counting every import (lazy and type-only ones too).
 - No two names in one folder that differ by a single letter (`tokenizer.py` beside `tokenizers.py`).
 - No module over MAX_LINES lines (the trainer, like litgpt's `pretrain.py`, may reach TRAINER_LINES).
@@ -24,7 +24,7 @@ LAYERS: list[tuple[tuple[str, ...], bool]] = [
     (("tui",), False),
     (("themes",), False),
     (("core.merge", "core.runs"), True),
-    (("core.train", "core.export"), True),
+    (("core.train", "core.export", "core.plan"), True),
     (("core.chat",), False),
     (("core.model", "core.optim", "core.checkpoint", "core.listing", "core.evaluate"), False),
     (("core.tokenizer",), False),

@@ -81,6 +81,8 @@ def test_full_cli_journey(workspace, capsys) -> None:
     "args, message",
     [
         (["train", "--preset", "nope"], "unknown preset"),
+        (["train", "--preset", "auto"], "a plan needs a budget: give --max-minutes M or --max-tokens N"),
+        (["plan", "--data", "nothing-here", "--max-minutes", "1"], "does not exist"),
         (["train", "--vocab-size", "100"], "too small"),
         (["generate", "missing-run"], "no checkpoint 'missing-run'"),
         (["eval", "--file", "x.txt"], "no checkpoints"),
@@ -95,6 +97,22 @@ def test_errors_are_one_line_with_a_non_zero_exit(workspace, capsys, args, messa
     assert code == 1
     lines = err.strip().splitlines()
     assert lines and lines[-1].startswith("error: ") and message in lines[-1]
+
+
+def test_plan_then_a_budget_without_a_preset_trains_the_plan(workspace, capsys) -> None:
+    code, out, _ = run_slm(workspace.root, "plan", "--max-minutes", "0.05", capsys=capsys)
+    assert code == 0 and out.startswith("plan for 0.05 minutes of training")
+    shape = re.search(r"depth (\d+): (\d+) layers? x (\d+) wide", out)
+    assert shape and "train it: slm train --preset auto --max-minutes 0.05" in out
+    code, out, _ = run_slm(workspace.root, "train", "--max-minutes", "0.05", "--log-interval", "1000", capsys=capsys)
+    assert code == 0 and "preset auto (a time budget and no --preset)" in out
+    assert re.search(rf"depth {shape[1]}: ", out)  # the same plan: the speeds came from the cache
+    (run,) = [p for p in (workspace.root / "checkpoints").iterdir() if p.name.startswith("auto-")]
+    model = json.loads((run / "run.json").read_text())["model"]
+    assert (model["n_layer"], model["n_embd"]) == (int(shape[2]), int(shape[3]))
+    code, out, _ = run_slm(workspace.root, "train", "--max-minutes", "0.05", "--n-layer", "1", "--name", "mine",
+                           "--log-interval", "1000", capsys=capsys)  # fmt: skip
+    assert code == 0 and json.loads((workspace.root / "checkpoints/mine/run.json").read_text())["model"]["n_layer"] == 1
 
 
 def test_empty_data_folder(tmp_path, capsys) -> None:
@@ -134,7 +152,7 @@ def test_a_mixture_draws_by_weight_validates_each_source_and_is_recorded(workspa
 def test_presets_table(capsys, tmp_path) -> None:
     code, out, _ = run_slm(tmp_path, "presets", capsys=capsys)
     assert code == 0
-    for name in ("toy", "small", "base", "gpt2", "large", "1b"):
+    for name in ("toy", "small", "base", "gpt2", "large", "1b", "auto"):
         assert f"\n{name} " in "\n" + out
 
 

@@ -161,3 +161,25 @@ async def test_a_second_run_is_refused_while_one_trains(workspace) -> None:
         assert not workspace.run_dir("second").exists()
         await pilot.press("escape", "x")
         await wait_until(pilot, lambda: not app.bridge.training)
+
+
+async def test_preset_auto_shows_the_plan_for_the_minutes_and_starts_it(workspace) -> None:
+    from textual.widgets import Select
+
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        screen = app.screen
+        screen.query_one("#preset", Select).value = "auto"
+        screen.query_one("#f-max_minutes", Input).value = "0.05"
+        await wait_until(pilot, lambda: screen.plan is not None, timeout=60)
+        size = str(screen.query_one("#size").render())
+        assert f"plan: depth {screen.plan.model.n_layer}" in size and "done ≈" in size
+        assert screen.query_one("#f-n_layer", Input).value == str(screen.plan.model.n_layer)
+        screen.query_one("#f-max_minutes", Input).value = "x"
+        await wait_until(pilot, lambda: "minutes must be a number" in str(screen.query_one("#size").render()))
+        screen.query_one("#f-max_minutes", Input).value = "0.05"
+        await wait_until(pilot, lambda: screen.plan is not None)
+        await pilot.press("escape", "s")
+        await wait_until(pilot, lambda: app.bridge.history.state == "ended", timeout=60)
+        assert app.bridge.history.run.startswith("auto-")

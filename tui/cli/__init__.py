@@ -24,6 +24,7 @@ from tui.cli.models import (
     cmd_serve,
 )
 from tui.cli.parser import build_parser
+from tui.cli.plan import cmd_plan
 from tui.cli.runs import cmd_compare, cmd_runs
 from tui.cli.train import cmd_dpo, cmd_sft, cmd_train
 
@@ -32,6 +33,7 @@ EXIT_ERROR = 1
 COMMANDS = {
     "data": cmd_data,
     "tokenize": cmd_tokenize,
+    "plan": cmd_plan,
     "train": cmd_train,
     "generate": cmd_generate,
     "eval": cmd_eval,

@@ -130,6 +130,7 @@ def cmd_presets(args: argparse.Namespace, ws) -> None:
             f"{p.name:<7} {count_params(m) / 1e6:>7.1f}M {m.n_layer:>6} {m.n_embd:>5} {m.n_head:>5} {m.n_kv_head:>3} "
             f"{m.context:>7} {m.vocab_size:>6} {size(mem):>9}  {p.description}"
         )
+    print("auto    the planner's model for a budget, this corpus and machine: `slm plan --max-minutes M`")
 
 
 def cmd_export(args: argparse.Namespace, ws) -> None:

@@ -50,8 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_flags(p)
 
+    p = sub.add_parser("plan", help="the model and recipe that fit a time or token budget on this corpus and machine")
+    add_flags(p, config_flags(TrainConfig, ["max_minutes", "max_tokens"]))
+    add_flags(p, config_flags(ModelConfig, ["vocab_size"]), prefix="plan for this ")
+    add_flags(p, config_flags(TrainConfig, ["device", "precision", "threads"]))
+    p.add_argument("--reprobe", action="store_true", help="measure this machine's speed again (default: cached)")
+    _data_flags(p)
+
     p = sub.add_parser("train", help="train a model (new, fine-tuned with --from, or resumed with --resume)")
-    _recipe_flags(p)
+    _recipe_flags(p, auto=True)
     p.add_argument("--name", help="run name (default: PRESET-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its latest checkpoint")
     p.add_argument("--from", dest="init_from", metavar="CKPT", help="start from these weights (fine-tuning)")
@@ -123,9 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _recipe_flags(p: argparse.ArgumentParser) -> None:
-    """Preset, optimizer, schedule, device and precision: the flags a branch process is handed on."""
-    p.add_argument("--preset", default="toy", help=f"model and training defaults: {', '.join(PRESETS)} (default toy)")
+def _recipe_flags(p: argparse.ArgumentParser, auto: bool = False) -> None:
+    """Preset, optimizer, schedule, device and precision: the flags a branch process is handed on. With `auto`
+    the preset may be the planner's, the default under --max-minutes."""
+    if auto:
+        p.add_argument(
+            "--preset",
+            help=f"model and training defaults: auto (the planner's, see `slm plan`), {', '.join(PRESETS)} "
+            "(default: auto with --max-minutes, else toy)",
+        )
+    else:
+        p.add_argument(
+            "--preset", default="toy", help=f"model and training defaults: {', '.join(PRESETS)} (default toy)"
+        )
     add_flags(p, RECIPE_FLAGS, shown=SHOWN)
 
 

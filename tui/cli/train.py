@@ -14,16 +14,28 @@ from tui.cli.parser import ALL_TRAIN_FLAGS, MODEL_FLAGS, RECIPE_FLAGS, RESUME_FL
 from tui.format import PREPARATION, PreparationLine, clock, count
 
 
-def train_configs(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """Model and training configs from a preset plus the flags given; returns (model, train, name)."""
+def preset_name(args: argparse.Namespace) -> str:
+    """The preset a run uses: the one named, else `auto` under a time budget, else `toy`."""
+    return args.preset or ("auto" if getattr(args, "max_minutes", None) else "toy")
+
+
+def train_configs(args: argparse.Namespace, ws) -> tuple[Any, Any, str]:
+    """Model and training configs from a preset (or the planner's) plus the flags given; returns (model, train,
+    name)."""
     from core.config import ModelConfig, TrainConfig, preset
     from core.workspace import default_run_name
 
-    chosen = preset(args.preset)
-    model = {**chosen.model, **collect(args, MODEL_FLAGS)}
-    train = {**chosen.train, **collect(args, ALL_TRAIN_FLAGS)}
+    name = preset_name(args)
+    if name == "auto":
+        from tui.cli.plan import auto_configs
+
+        model, train = auto_configs(args, ws)
+    else:
+        chosen = preset(name)
+        model = {**chosen.model, **collect(args, MODEL_FLAGS)}
+        train = {**chosen.train, **collect(args, ALL_TRAIN_FLAGS)}
     train |= {key: getattr(args, key) for key in ("tokenizer", "init_from") if getattr(args, key, None) is not None}
-    return ModelConfig(**model), TrainConfig(**train), args.name or default_run_name(args.preset)
+    return ModelConfig(**model), TrainConfig(**train), args.name or default_run_name(name)
 
 
 def cmd_train(args: argparse.Namespace, ws) -> None:
@@ -35,7 +47,7 @@ def cmd_train(args: argparse.Namespace, ws) -> None:
         from core.train.distributed import Dist
         from core.workspace import default_run_name
 
-        args.name = Dist.from_env(args.device or "auto").share(default_run_name(args.preset))  # one name for all
+        args.name = Dist.from_env(args.device or "auto").share(default_run_name(preset_name(args)))  # one for all
     run_train(args, ws)
 
 
@@ -68,7 +80,7 @@ def _launch_torchrun(args: argparse.Namespace) -> None:
     argv = drop_flags(args.argv, LAUNCH_FLAGS)
     name = args.resume or args.name
     if not name:
-        name = default_run_name(args.preset)
+        name = default_run_name(preset_name(args))
         argv += ["--name", name]  # every machine must agree on it: say it now
     command = torchrun_command(args.nproc, argv, args.nnodes, args.rdzv_endpoint)
     print("running: torchrun", " ".join(command[3:]), flush=True)
@@ -93,7 +105,7 @@ def run_train(args: argparse.Namespace, ws):
     def make(printer, control):
         if args.resume:
             return resume_run(ws, args.resume, resume_overrides(args), printer, control)
-        model, train, name = train_configs(args)
+        model, train, name = train_configs(args, ws)
         return Trainer(ws, name, model, train, printer, control)
 
     return run_trainer(make, args.log_interval)

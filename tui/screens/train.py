@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import get_args
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -44,6 +44,8 @@ FIELDS: list[tuple[str, str, str]] = [
 # time is taken from training's, on a small machine.
 PLOT_INTERVAL = 2.0
 PLOT_BUDGET = 0.01
+AUTO = "auto"  # the planner's preset: the form shows its plan for the minutes field
+PLAN_DELAY = 0.5  # seconds of quiet in the minutes field before the plan is made again
 CONFIG_FIELDS = {"model": {f.name: f for f in fields(ModelConfig)}, "train": {f.name: f for f in fields(TrainConfig)}}
 DECIMALS = {
     name
@@ -72,13 +74,16 @@ class TrainScreen(Screen):
         self.preparation = PreparationLine()
         self.init_from: str | None = None
         self.resume_name: str | None = None
+        self.plan = None  # the planner's Plan for the minutes in the form (preset auto)
+        self._plan_timer = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="train-body"):
             with VerticalScroll(id="train-form"):
                 yield Label("preset")
-                yield Select(((p, p) for p in PRESETS), value="toy", allow_blank=False, compact=True, id="preset")
+                presets = [(f"{AUTO}: plan for the minutes", AUTO), *((p, p) for p in PRESETS)]
+                yield Select(presets, value="toy", allow_blank=False, compact=True, id="preset")
                 yield Label("run name")
                 yield Input(placeholder="preset-date-time", compact=True, id="name")
                 with Vertical(id="fields"):
@@ -115,12 +120,24 @@ class TrainScreen(Screen):
 
     # -- the form ------------------------------------------------------------------------------
 
+    @property
+    def preset(self) -> str:
+        return str(self.query_one("#preset", Select).value)
+
     def apply_preset(self, name: str) -> None:
+        if name == AUTO:
+            minutes = self.query_one("#f-max_minutes", Input)
+            minutes.value = minutes.value or "3"
+            self.request_plan()
+            return
         chosen = PRESETS[name]
-        model, train = ModelConfig(**chosen.model), TrainConfig(**chosen.train)
+        self.fill_form(ModelConfig(**chosen.model), TrainConfig(**chosen.train))
+
+    def fill_form(self, model: ModelConfig, train: TrainConfig, keep: tuple[str, ...] = ()) -> None:
         for field_name, _, kind in FIELDS:
             value = getattr(model if kind == "model" else train, field_name)
-            self.query_one(f"#f-{field_name}", Input).value = "" if value is None else str(value)
+            if field_name not in keep:
+                self.query_one(f"#f-{field_name}", Input).value = "" if value is None else str(value)
         self.update_size()
 
     @on(Select.Changed, "#preset")
@@ -128,13 +145,73 @@ class TrainScreen(Screen):
         self.apply_preset(str(event.value))
 
     @on(Input.Changed, ".field-input")
-    def field_changed(self) -> None:
+    def field_changed(self, event: Input.Changed) -> None:
+        if self.preset == AUTO and event.input.id == "f-max_minutes":
+            self.request_plan()
         self.update_size()
+
+    # -- the plan (preset auto) ----------------------------------------------------------------
+
+    def request_plan(self) -> None:
+        """Plan again once the minutes field has been quiet for PLAN_DELAY (no start until then)."""
+        self.plan = None
+        if self._plan_timer is not None:
+            self._plan_timer.stop()
+        self._plan_timer = self.set_timer(PLAN_DELAY, self.start_plan)
+
+    def start_plan(self) -> None:
+        size = self.query_one("#size", Static)
+        text = self.query_one("#f-max_minutes", Input).value.strip()
+        try:
+            minutes = float(text)
+        except ValueError:
+            size.update(f"[b]![/b] minutes must be a number to plan for, not {text!r}")
+            return
+        if self.app.bridge.training:
+            size.update("the plan waits for the run to end: its probe would slow the run and measure wrong")
+            return
+        app = self.app
+        settings = {"max_minutes": minutes, "data": list(getattr(app, "selection", []) or [])}
+        settings["val_fraction"] = getattr(app, "val_fraction", 0.1)
+        size.update(f"planning {minutes:g} minutes (the first plan on a machine measures it: a few seconds)…")
+        self.make_plan(settings)
+
+    @work(thread=True, group="plan", exclusive=True, exit_on_error=False)
+    def make_plan(self, settings: dict) -> None:
+        from core.plan.planner import plan_for
+
+        try:
+            plan = plan_for(self.app.workspace, settings)
+        except Exception as e:  # shown in the form; the studio stays usable
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            self.app.call_from_thread(self.query_one("#size", Static).update, f"[b]![/b] {message}")
+            return
+        self.app.call_from_thread(self.show_plan, plan)
+
+    def show_plan(self, plan) -> None:
+        if self.preset != AUTO:
+            return
+        self.plan = plan
+        self.fill_form(plan.model, TrainConfig(**plan.train), keep=("max_minutes",))
+
+    def plan_summary(self) -> str:
+        p = self.plan
+        done = time.strftime("%H:%M", time.localtime(time.time() + p.train["max_minutes"] * 60))
+        return (
+            f"plan: depth {p.model.n_layer}, {count(p.tokens)} tokens ({p.epochs:.1f} epochs), "
+            f"{count(p.tokens_per_s)} tok/s measured, done ≈ {done}"
+        )
 
     def read_form(self) -> tuple[ModelConfig, TrainConfig, str]:
         """The configs the form describes; raises SLMError naming a bad field."""
-        chosen = PRESETS[str(self.query_one("#preset", Select).value)]
-        model, train = dict(chosen.model), dict(chosen.train)
+        if self.preset == AUTO:
+            if self.plan is None:
+                raise SLMError("the plan is not ready yet: wait for it, or pick a preset")
+            model, train, prefix = asdict(self.plan.model), dict(self.plan.train), AUTO
+            del model["mlp_hidden"]  # the default rule, the plan's too: a width typed in gets its own
+        else:
+            chosen = PRESETS[self.preset]
+            model, train, prefix = dict(chosen.model), dict(chosen.train), chosen.name
         for name, label, kind in FIELDS:
             text = self.query_one(f"#f-{name}", Input).value.strip()
             target = model if kind == "model" else train
@@ -157,7 +234,7 @@ class TrainScreen(Screen):
             train["init_from"] = self.init_from
         name = self.query_one("#name", Input).value.strip()
         if not name:
-            name = default_run_name("finetune" if self.init_from else chosen.name)
+            name = default_run_name("finetune" if self.init_from else prefix)
         return ModelConfig(**model), TrainConfig(**train), name
 
     def update_size(self) -> None:
@@ -169,7 +246,8 @@ class TrainScreen(Screen):
             return
         memory = estimate_memory(model, train).total
         source = f"\nfrom {self.init_from}" if self.init_from else ""
-        size.update(f"{count_params(model) / 1e6:.2f}M parameters\n≈ {memory / 2**20:,.0f} MB to train{source}")
+        plan = f"\n{self.plan_summary()}" if self.preset == AUTO and self.plan else ""
+        size.update(f"{count_params(model) / 1e6:.2f}M parameters\n≈ {memory / 2**20:,.0f} MB to train{source}{plan}")
 
     def action_leave_form(self) -> None:
         """Escape leaves the form, so single-letter keys act on the run again."""
