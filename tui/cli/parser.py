@@ -133,16 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _recipe_flags(p: argparse.ArgumentParser, auto: bool = False) -> None:
     """Preset, optimizer, schedule, device and precision: the flags a branch process is handed on. With `auto`
     the preset may be the planner's, the default under --max-minutes."""
-    if auto:
-        p.add_argument(
-            "--preset",
-            help=f"model and training defaults: auto (the planner's, see `slm plan`), {', '.join(PRESETS)} "
-            "(default: auto with --max-minutes, else toy)",
-        )
-    else:
-        p.add_argument(
-            "--preset", default="toy", help=f"model and training defaults: {', '.join(PRESETS)} (default toy)"
-        )
+    choices = f"auto (the planner's, see `slm plan`), {', '.join(PRESETS)}" if auto else ", ".join(PRESETS)
+    default = "auto with --max-minutes, else toy" if auto else "toy"
+    p.add_argument("--preset", default=None if auto else "toy", help=f"model and training defaults: {choices} "
+                   f"(default {default})")  # fmt: skip
     add_flags(p, RECIPE_FLAGS, shown=SHOWN)
 
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import get_args
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -20,7 +20,7 @@ from core.errors import SLMError
 from core.train.monitor import RunHistory
 from core.workspace import default_run_name
 from tui.format import PreparationLine, clock, count
-from tui.messages import JobProgress, TrainingFinished, TrainingUpdated
+from tui.messages import JobDone, JobFailed, JobProgress, TrainingFinished, TrainingUpdated
 from tui.screens.modals import PickScreen
 from tui.widgets.train.loss_plot import LossPlot
 
@@ -176,17 +176,18 @@ class TrainScreen(Screen):
         size.update(f"planning {minutes:g} minutes (the first plan on a machine measures it: a few seconds)…")
         self.make_plan(settings)
 
-    @work(thread=True, group="plan", exclusive=True, exit_on_error=False)
     def make_plan(self, settings: dict) -> None:
         from core.plan.planner import plan_for
 
-        try:
-            plan = plan_for(self.app.workspace, settings)
-        except Exception as e:  # shown in the form; the studio stays usable
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            self.app.call_from_thread(self.query_one("#size", Static).update, f"[b]![/b] {message}")
-            return
-        self.app.call_from_thread(self.show_plan, plan)
+        self.app.bridge.run_job("plan", lambda: plan_for(self.app.workspace, settings))
+
+    def on_job_done(self, message: JobDone) -> None:
+        if message.job == "plan":
+            self.show_plan(message.result)
+
+    def on_job_failed(self, message: JobFailed) -> None:
+        if message.job == "plan":
+            self.query_one("#size", Static).update(Content(f"⚠ {message.error}"))
 
     def show_plan(self, plan) -> None:
         if self.preset != AUTO:
