@@ -4,8 +4,9 @@
 
 For each preset, a random model of its shape (weights spread wide, so greedy choices vary) is saved
 and exported to GGUF (f32 and q8_0) and to a Hugging Face folder. Each engine then makes --tokens
-greedy tokens after a short prompt, in its own process (so each imports and sets its threads fresh),
-and prints its tokens/s; the runs take turns for --rounds rounds and the table shows medians.
+greedy tokens after a short prompt (fewer where the context is shorter: toy's 64 leaves 48), over
+and over for half a second, in its own process (so each imports and sets its threads fresh), and
+prints its tokens/s; the runs take turns for --rounds rounds and the table shows medians.
 Engines: ours (`Generator`, exact fp32; reduced precisions are still to come), llama.cpp through
 llama-cpp-python (skipped with a note when it does not import), transformers (skipped likewise).
 "busy" rows repeat ours and llama.cpp while two other processes keep both cores spinning.
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,6 +36,14 @@ BYTES = {"f32": 4, "bf16": 2, "q8_0": 34 / 32, "int8": 1}
 
 
 # --- one engine, in its own process ----------------------------------------------------------------
+
+
+def timed(generate: Callable[[], int], seconds: float = 0.5) -> float:
+    """Tokens/s of `generate` (a prompt, then new tokens; it returns how many), repeated for `seconds`."""
+    made, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        made += generate()
+    return made / elapsed
 
 
 def run_ours(path: str, threads: int, tokens: int, dtype: str) -> float:
@@ -48,9 +58,7 @@ def run_ours(path: str, threads: int, tokens: int, dtype: str) -> float:
     settings = SamplingSettings(temperature=0, max_tokens=tokens)
     prompt = gen.tokenizer.encode(PROMPT)
     sum(1 for _ in gen.token_ids(prompt, SamplingSettings(temperature=0, max_tokens=8)))  # warm up
-    start = time.perf_counter()
-    made = sum(1 for _ in gen.token_ids(prompt, settings))
-    return made / (time.perf_counter() - start)
+    return timed(lambda: sum(1 for _ in gen.token_ids(prompt, settings)))
 
 
 def run_llama(path: str, threads: int, tokens: int, ctx: int) -> float:
@@ -69,9 +77,7 @@ def run_llama(path: str, threads: int, tokens: int, ctx: int) -> float:
         return made
 
     greedy(8)
-    start = time.perf_counter()
-    made = greedy(tokens)
-    return made / (time.perf_counter() - start)
+    return timed(lambda: greedy(tokens))
 
 
 def run_transformers(path: str, threads: int, tokens: int) -> float:
@@ -83,9 +89,9 @@ def run_transformers(path: str, threads: int, tokens: int) -> float:
     ids = AutoTokenizer.from_pretrained(path)(PROMPT, return_tensors="pt").input_ids
     kwargs = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
     model.generate(ids, max_new_tokens=8, min_new_tokens=8, **kwargs)
-    start = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **kwargs)
-    return (out.shape[1] - ids.shape[1]) / (time.perf_counter() - start)
+    return timed(
+        lambda: model.generate(ids, max_new_tokens=tokens, min_new_tokens=tokens, **kwargs).shape[1] - ids.shape[1]
+    )
 
 
 def worker(spec: dict) -> None:
@@ -152,8 +158,8 @@ def importable(name: str) -> bool:
 # --- the table ---------------------------------------------------------------------------------------
 
 
-def models(preset_name: str, folder: Path, dtypes: list[str]) -> tuple[dict, dict]:
-    """The checkpoint, its exports, and the facts the table needs."""
+def models(preset_name: str, folder: Path, dtypes: list[str], tokens: int) -> tuple[dict, dict]:
+    """The checkpoint, its exports, and the facts the table needs (new tokens: within the context)."""
     from bench.models import random_checkpoint
     from core.checkpoint import load_checkpoint
     from core.export.formats import export_checkpoint
@@ -168,7 +174,12 @@ def models(preset_name: str, folder: Path, dtypes: list[str]) -> tuple[dict, dic
     files = {"checkpoint": path, "hf": export_checkpoint(path, "hf", folder / f"{preset_name}-hf")}
     for dtype in ("f32", "q8_0"):
         files[dtype] = export_checkpoint(path, "gguf", folder / f"{preset_name}-{dtype}.gguf", dtype)
-    facts = {"ctx": config.context, "weights": blocks + config.vocab_size * config.n_embd, "dtypes": dtypes}
+    facts = {
+        "ctx": config.context,
+        "tokens": min(tokens, config.context - 16),
+        "weights": blocks + config.vocab_size * config.n_embd,
+        "dtypes": dtypes,
+    }
     return files, facts
 
 
@@ -192,11 +203,11 @@ def main() -> None:
         print("transformers: skipped (pip install transformers to compare)")
     bandwidth = copy_bandwidth()
     print(
-        f"copy bandwidth, one thread: {bandwidth / 1e9:.1f} GB/s; {args.tokens} greedy tokens, medians of {args.rounds}"
+        f"copy bandwidth, one thread: {bandwidth / 1e9:.1f} GB/s; greedy tokens after a short prompt, medians of {args.rounds}"
     )
     folder = Path(tempfile.mkdtemp(prefix="slm-genbench-"))
     for preset_name in args.presets:
-        files, facts = models(preset_name, folder, args.dtypes)
+        files, facts = models(preset_name, folder, args.dtypes, args.tokens)
         rows: dict[tuple[str, str, int], dict] = {}  # (engine, weights, threads): the spec
         for threads in args.threads:
             for dtype in ["f32", *args.dtypes]:
@@ -210,7 +221,7 @@ def main() -> None:
             if have_hf:
                 rows["transformers", "f32", threads] = {"engine": "transformers", "path": str(files["hf"])}
         for spec, (_, _, threads) in zip(rows.values(), rows, strict=True):
-            spec.update(threads=threads, tokens=args.tokens)
+            spec.update(threads=threads, tokens=facts["tokens"])
         rates: dict[tuple[str, str, int], list[float]] = {key: [] for key in rows}
         for _ in range(args.rounds):
             for key, spec in rows.items():
@@ -222,7 +233,9 @@ def main() -> None:
                 busy_key = (key[0] + " busy", key[1], key[2])
                 with Busy():
                     rates[busy_key] = [r for _ in range(max(1, args.rounds // 2)) if (r := measure(rows[key]))]
-        print(f"\n{preset_name}: {facts['weights'] / 1e6:.1f}M weights read per token")
+        print(
+            f"\n{preset_name}: {facts['weights'] / 1e6:.1f}M weights read per token, {facts['tokens']} new tokens a run"
+        )
         print(f"{'engine':<18} {'weights':<6} {'threads':>7} {'tokens/s':>9} {'floor tok/s':>11} {'x llama.cpp':>11}")
         for (engine, dtype, threads), values in rates.items():
             if not values:
