@@ -72,8 +72,9 @@ class Bridge:
 
     # -- generic jobs --------------------------------------------------------------------------
 
-    def run_job(self, job: str, fn: Callable[[], Any], exclusive: bool = True) -> Worker:
-        """Run `fn` in a thread; subscribers get JobDone(job, result), or JobFailed with the error."""
+    def run_job(self, job: str, fn: Callable[[], Any], exclusive: bool = True, shown: bool = False) -> Worker:
+        """Run `fn` in a thread; subscribers get JobDone(job, result), or JobFailed with the error. A failure
+        also raises the studio's error toast, unless `shown` (a subscriber shows it where the user looks)."""
 
         def work() -> Any:
             try:
@@ -81,6 +82,8 @@ class Bridge:
             except Exception as e:
                 error = _one_line(e)
                 self.broadcast(lambda: JobFailed(job, error))
+                if shown:
+                    return None
                 raise
             self.broadcast(lambda: JobDone(job, result))
             return result

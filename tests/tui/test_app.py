@@ -68,6 +68,16 @@ async def test_a_failing_worker_is_shown_and_the_studio_goes_on(workspace) -> No
         assert app.current_mode == "train" and app.is_running
 
 
+async def test_a_job_whose_screen_shows_its_error_raises_no_toast(workspace) -> None:
+    app = StudioApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        quiet = app.bridge.run_job("quiet", lambda: 1 / 0, shown=True)
+        await wait_until(pilot, lambda: quiet.is_finished)
+        app.bridge.run_job("loud", lambda: 1 / 0)
+        await wait_until(pilot, lambda: any("division by zero" in n.message for n in app._notifications))
+        assert [n.title for n in app._notifications] == ["loud failed"]
+
+
 def no_quitting(app: StudioApp) -> StudioApp:
     """The studio with its Quit action disarmed: random keys may pick "Quit" in the palette, and only a crash
     should end the app under them."""

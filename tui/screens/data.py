@@ -245,6 +245,7 @@ class DataScreen(Screen):
     @on(Tree.NodeHighlighted, "#data-tree")
     def preview(self) -> None:
         path, tree, preview = self.highlighted(), self.query_one(DataTree), self.query_one(FilePreview)
+        self.refresh_bindings()  # `w` needs a highlighted entry
         if path is None:
             return
         if tree.is_folder(path):

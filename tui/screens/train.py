@@ -84,6 +84,7 @@ class TrainScreen(Screen):
                 yield Label("preset")
                 presets = [(f"{AUTO}: plan for the minutes", AUTO), *((p, p) for p in PRESETS)]
                 yield Select(presets, value="toy", allow_blank=False, compact=True, id="preset")
+                yield Static("", id="size")  # size and plan first: what a glance at 80x24 should see
                 yield Label("run name")
                 yield Input(placeholder="preset-date-time", compact=True, id="name")
                 with Vertical(id="fields"):
@@ -100,7 +101,6 @@ class TrainScreen(Screen):
                     compact=True,
                     id="optimizer",
                 )
-                yield Static("", id="size")
             with Vertical(id="monitor"):
                 yield Static("no run yet: press s to start one with these settings, a to attach", id="status")
                 yield ProgressBar(total=100, show_eta=False, id="progress")
@@ -179,7 +179,7 @@ class TrainScreen(Screen):
     def make_plan(self, settings: dict) -> None:
         from core.plan.planner import plan_for
 
-        self.app.bridge.run_job("plan", lambda: plan_for(self.app.workspace, settings))
+        self.app.bridge.run_job("plan", lambda: plan_for(self.app.workspace, settings), shown=True)  # in #size
 
     def on_job_done(self, message: JobDone) -> None:
         if message.job == "plan":
