@@ -1,13 +1,13 @@
 """Decode speed: ours vs llama.cpp vs transformers `generate`, on the same exported models.
 
-    python bench/generate_speed.py [--presets toy small] [--tokens 256] [--rounds 5] [--threads 1 2]
+    python bench/generate_speed.py [--presets toy small] [--tokens 256] [--rounds 5] [--threads 1 2] [--dtypes int8]
 
 For each preset, a random model of its shape (weights spread wide, so greedy choices vary) is saved
 and exported to GGUF (f32 and q8_0) and to a Hugging Face folder. Each engine then makes --tokens
 greedy tokens after a short prompt (fewer where the context is shorter: toy's 64 leaves 48), over
 and over for half a second, in its own process (so each imports and sets its threads fresh), and
 prints its tokens/s; the runs take turns for --rounds rounds and the table shows medians.
-Engines: ours (`Generator`, exact fp32; reduced precisions are still to come), llama.cpp through
+Engines: ours (`Generator`: exact fp32, and each of --dtypes, default int8), llama.cpp through
 llama-cpp-python (skipped with a note when it does not import), transformers (skipped likewise).
 "busy" rows repeat ours and llama.cpp while two other processes keep both cores spinning.
 The floor column is the weight bytes a token reads divided by this machine's measured copy bandwidth.
@@ -53,7 +53,7 @@ def run_ours(path: str, threads: int, tokens: int, dtype: str) -> float:
     from core.chat.sampling import SamplingSettings
 
     torch.set_num_threads(threads)
-    gen = Generator.from_checkpoint(Path(path), "cpu")  # exact fp32: the only precision so far
+    gen = Generator.from_checkpoint(Path(path), "cpu", dtype)
     gen.stop_ids = set()
     settings = SamplingSettings(temperature=0, max_tokens=tokens)
     prompt = gen.tokenizer.encode(PROMPT)
@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--dtypes", nargs="*", default=[], help=argparse.SUPPRESS)  # reduced precisions: not built yet
+    parser.add_argument(
+        "--dtypes", nargs="*", default=["int8"], help="our reduced precisions beside f32 (default int8)"
+    )
     parser.add_argument("--no-busy", action="store_true", help="skip the busy-machine rows")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

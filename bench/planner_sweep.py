@@ -29,14 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy
 import torch
 
+from bench.scored import scored_run
 from core.config import TrainConfig
 from core.data.corpus import Corpus
 from core.data.sample import write_sample_corpus
 from core.plan.rules import recipe
 from core.plan.shape import compute_params, model_shape
 from core.tokenizer.named import save_named, train_on_corpus
-from core.train.events import EvalMetrics
-from core.train.trainer import Trainer
 from core.workspace import Workspace
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -61,17 +60,8 @@ def run(ws: Workspace, tokenizer: str, depth: int, seconds: float, seed: int, dr
     model = model_shape(depth, VOCAB)
     model.dropout = dropout
     train = TrainConfig(**recipe(model), tokenizer=tokenizer, max_minutes=seconds / 60, max_steps=10**9, seed=seed)
-    evals: list[EvalMetrics] = []
-    trainer = Trainer(
-        ws,
-        f"d{depth}-{seconds:g}s-{seed}",
-        model,
-        train,
-        lambda e: evals.append(e) if isinstance(e, EvalMetrics) else None,
-    )
-    trainer.run()
-    tokens = trainer.step * train.batch_size * train.grad_accum * model.context
-    return evals[-1].val_bpb, trainer.step, tokens
+    bpb, steps = scored_run(ws, f"d{depth}-{seconds:g}s-{seed}", model, train)
+    return bpb, steps, steps * train.batch_size * train.grad_accum * model.context
 
 
 def optimum(ratios: list[float], bpbs: list[float]) -> float:

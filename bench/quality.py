@@ -2,6 +2,8 @@
 
     python bench/quality.py [--minutes 0.2 1.07 3] [--recipes toy auto nanogpt] [--corpus PATH] [--seeds 1]
 
+--corpus is a text file or a folder of them (the recipes but nanogpt).
+
 Each budget and recipe is a separate run of `slm train --preset RECIPE --max-minutes M` (defaults only,
 so the learning-rate schedule fits the budget), with a tokenizer trained on the training split only;
 the recipes of one budget run one after another, seed by seed, so a busy spell hits them alike. The
@@ -28,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from bench.nanogpt_reference import ReferenceGPT
+from bench.scored import scored_run
 from core.config import ModelConfig, TrainConfig, preset
 from core.plan.planner import plan_for
-from core.train.events import EvalMetrics
-from core.train.trainer import Trainer
 from core.workspace import Workspace
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -89,14 +90,10 @@ def run(recipe: str, minutes: float, corpus: Path, seed: int) -> tuple[float, in
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.resolve(tmp)
         ws.ensure()
-        (ws.data_dir / corpus.name).symlink_to(corpus.resolve())
+        for file in sorted(corpus.iterdir()) if corpus.is_dir() else [corpus]:  # a folder: its files, linked
+            (ws.data_dir / file.name).symlink_to(file.resolve())
         model, train = configs(recipe, ws, minutes, seed)
-        evals: list[EvalMetrics] = []
-        trainer = Trainer(
-            ws, f"{recipe}-{minutes}", model, train, lambda e: evals.append(e) if isinstance(e, EvalMetrics) else None
-        )
-        trainer.run()
-        return evals[-1].val_bpb, trainer.step, f"{model.n_layer}x{model.n_embd}"
+        return (*scored_run(ws, f"{recipe}-{minutes}", model, train), f"{model.n_layer}x{model.n_embd}")
 
 
 def main() -> None:
@@ -108,6 +105,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.corpus.exists():
         sys.exit(f"corpus {args.corpus} not found: pass --corpus PATH")
+    if args.corpus.is_dir() and "nanogpt" in args.recipes:
+        sys.exit("the nanogpt recipe reads one file: pass --corpus FILE, or leave nanogpt out of --recipes")
     torch.set_num_threads(2)
     print(f"{args.corpus.name}, {args.seeds} seed(s), 2 threads")
     print(f"{'budget':>7} " + " ".join(f"{r + ' bpb':>10} {'steps':>6} {'shape':>6}" for r in args.recipes))

@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from planner_sweep import workspace
 from torch import nn
 
+from bench.scored import scored_run
 from core import model as gpt
 from core.config import ModelConfig, TrainConfig
 from core.evaluate import EvalResult
 from core.plan.rules import recipe
 from core.plan.shape import model_shape
-from core.train.events import EvalMetrics
 from core.train.trainer import Trainer
 
 VOCAB = 1024
@@ -162,17 +162,8 @@ def run(ws, tokenizer: str, name: str, depth: int, seconds: float, seed: int) ->
     model = replace(model_shape(depth, VOCAB), **change.model)
     settings = recipe(model) | change.train
     train = TrainConfig(**settings, tokenizer=tokenizer, max_minutes=seconds / 60, max_steps=10**9, seed=seed)
-    evals: list[EvalMetrics] = []
     with change.patch():
-        trainer = change.trainer(
-            ws,
-            f"{name.replace(' ', '-')}-{seed}",
-            model,
-            train,
-            lambda e: evals.append(e) if isinstance(e, EvalMetrics) else None,
-        )
-        trainer.run()
-    return evals[-1].val_bpb, trainer.step
+        return scored_run(ws, f"{name.replace(' ', '-')}-{seed}", model, train, change.trainer)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ generation and optional gradient checkpointing. The layout maps one to one onto 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -262,19 +263,43 @@ class GPT(nn.Module):
         return [torch.optim.AdamW(groups, **adam_kw)]
 
 
-def layer_weights(model: GPT) -> list[tuple[torch.Tensor, ...]]:
+def layer_weights(model: GPT) -> list[tuple[Any, ...]]:
     """Per block: attention norm, qkv, projection, MLP norm, gate-up and down weights (the decoders' lookups)."""
     return [
         (
             b.attn_norm.weight,
-            b.attn.qkv.weight,
-            b.attn.proj.weight,
+            matrix(b.attn.qkv),
+            matrix(b.attn.proj),
             b.mlp_norm.weight,
-            b.mlp.gate_up.weight,
-            b.mlp.down.weight,
+            matrix(b.mlp.gate_up),
+            matrix(b.mlp.down),
         )
         for b in model.blocks
     ]
+
+
+def matrix(linear: nn.Module) -> Any:
+    """What the decoders multiply by: a Linear's weight, or a quantized Linear itself (core/chat/quantize.py),
+    which multiplies on its own (`m(x)`, `m.mv(v)`)."""
+    return linear.weight if isinstance(linear, nn.Linear) else linear
+
+
+def _mv(w: Any, v: torch.Tensor) -> torch.Tensor:
+    return torch.mv(w, v) if isinstance(w, torch.Tensor) else w.mv(v)
+
+
+def _addmv(x: torch.Tensor, w: Any, v: torch.Tensor) -> torch.Tensor:
+    """x + w v."""
+    return torch.addmv(x, w, v) if isinstance(w, torch.Tensor) else x + w.mv(v)
+
+
+def _linear(x: torch.Tensor, w: Any) -> torch.Tensor:
+    return F.linear(x, w) if isinstance(w, torch.Tensor) else w(x)
+
+
+def _addmm(x: torch.Tensor, y: torch.Tensor, w: Any) -> torch.Tensor:
+    """x + y wᵀ, rows at a time."""
+    return torch.addmm(x, y, w.t()) if isinstance(w, torch.Tensor) else x + w(y)
 
 
 class Decoder:
@@ -289,7 +314,7 @@ class Decoder:
     def __init__(self, model: GPT, cache: KVCache) -> None:
         config = model.config
         self.cache, self.config, self.model = cache, config, model
-        self.blocks = layer_weights(model)
+        self.blocks, self.head = layer_weights(model), matrix(model.lm_head)
         self.on_cpu = model.embed.weight.device.type == "cpu"
 
     def _inv_rms(self, x: torch.Tensor) -> float | torch.Tensor:
@@ -309,16 +334,16 @@ class Decoder:
         cos, sin = model.rope_cos[pos], model.rope_sin[pos]
         x = model.embed.weight[token]
         for i, (attn_norm, qkv_w, proj_w, mlp_norm, gate_up_w, down_w) in enumerate(self.blocks):
-            qkv = torch.mv(qkv_w, x * attn_norm).mul_(self._inv_rms(x))
+            qkv = _mv(qkv_w, x * attn_norm).mul_(self._inv_rms(x))
             qk, v = qkv.view(h + 2 * kv, hd).split((h + kv, kv))
             q, k = apply_rope(qk, cos, sin).split((h, kv))
             keys, values = cache.put(i, k, v)
             y = F.scaled_dot_product_attention(q.view(1, h, 1, hd), keys, values, enable_gqa=kv != h)
-            x = torch.addmv(x, proj_w, y.view(-1))
-            gate, up = torch.mv(gate_up_w, x * mlp_norm).mul_(self._inv_rms(x)).split(hidden)
-            x = torch.addmv(x, down_w, F.silu(gate).mul_(up))
+            x = _addmv(x, proj_w, y.view(-1))
+            gate, up = _mv(gate_up_w, x * mlp_norm).mul_(self._inv_rms(x)).split(hidden)
+            x = _addmv(x, down_w, F.silu(gate).mul_(up))
         cache.pos += 1
-        return torch.mv(model.lm_head.weight, x * model.norm.weight).mul_(self._inv_rms(x))
+        return _mv(self.head, x * model.norm.weight).mul_(self._inv_rms(x))
 
 
 class BatchDecoder:
@@ -349,14 +374,14 @@ class BatchDecoder:
             mask = (torch.arange(end, device=tokens.device) <= positions[:, None])[:, None, None]
         x = F.embedding(tokens, model.embed.weight)
         for i, (attn_norm, qkv_w, proj_w, mlp_norm, gate_up_w, down_w) in enumerate(self.blocks):
-            qkv = F.linear(F.rms_norm(x, width, attn_norm, eps), qkv_w).view(rows, h + 2 * kv, hd)
+            qkv = _linear(F.rms_norm(x, width, attn_norm, eps), qkv_w).view(rows, h + 2 * kv, hd)
             qk, v = qkv.split((h + kv, kv), dim=1)
             q, k = apply_rope(qk, cos, sin).split((h, kv), dim=1)
             cache.k[i, index, :, positions] = k
             cache.v[i, index, :, positions] = v
             keys, values = cache.k[i, :rows, :, :end], cache.v[i, :rows, :, :end]
             y = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=mask, enable_gqa=kv != h)
-            x = torch.addmm(x, y.view(rows, -1), proj_w.t())
-            gate, up = F.linear(F.rms_norm(x, width, mlp_norm, eps), gate_up_w).split(hidden, dim=-1)
-            x = torch.addmm(x, F.silu(gate).mul_(up), down_w.t())
-        return F.linear(F.rms_norm(x, width, model.norm.weight, eps), model.lm_head.weight).float()
+            x = _addmm(x, y.view(rows, -1), proj_w)
+            gate, up = _linear(F.rms_norm(x, width, mlp_norm, eps), gate_up_w).split(hidden, dim=-1)
+            x = _addmm(x, F.silu(gate).mul_(up), down_w)
+        return _linear(F.rms_norm(x, width, model.norm.weight, eps), matrix(model.lm_head)).float()

@@ -14,7 +14,7 @@ from textual.worker import Worker, WorkerState
 
 from core.workspace import Workspace, config_dir, load_settings, save_settings
 from themes import BUILT_IN, DEFAULT_THEME, STYLESHEETS, load_user_themes
-from tui.bridge import Bridge
+from tui.bridge import Bridge, one_line
 from tui.commands import CheckpointCommands, Palette, StudioCommands
 from tui.screens.chat import ChatScreen
 from tui.screens.checkpoints import CheckpointsScreen
@@ -191,8 +191,7 @@ class StudioApp(App):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Any worker that fails shows its error; the studio stays usable."""
         if event.state == WorkerState.ERROR and event.worker.error is not None:
-            error = event.worker.error
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = one_line(event.worker.error)
             self.notify(message, title=f"{event.worker.name} failed", severity="error", timeout=8, markup=False)
         elif event.state == WorkerState.SUCCESS and event.worker.name == "export":
             self.notify(f"exported to {event.worker.result}", title="export done", markup=False)

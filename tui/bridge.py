@@ -80,7 +80,7 @@ class Bridge:
             try:
                 result = fn()
             except Exception as e:
-                error = _one_line(e)
+                error = one_line(e)
                 self.broadcast(lambda: JobFailed(job, error))
                 if shown:
                     return None
@@ -115,7 +115,7 @@ class Bridge:
                 self.trainer = make_trainer(self._on_train_event, control)
                 end = self.trainer.run()
             except Exception as e:
-                error = _one_line(e)
+                error = one_line(e)
                 self.history.apply(
                     RunEnded(self.history.last_step.step if self.history.last_step else 0, "error", None, error)
                 )
@@ -145,7 +145,7 @@ class Bridge:
             try:
                 result = train(lambda event: self.broadcast(lambda: BranchEvent(event)), poll)
             except BaseException as e:
-                error = _one_line(e)
+                error = one_line(e)
                 self.broadcast(lambda: JobFailed("branch", error))
                 raise
             finally:
@@ -293,6 +293,7 @@ def gone(history: RunHistory, run: str) -> RunEnded:
     return RunEnded(step, "killed", history.best_val_loss, f"its process is gone; resume it with --resume {run}")
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """The error's first line (its type's name when it has no text): what the studio shows of a failure."""
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]

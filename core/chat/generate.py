@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from core.chat.quantize import quantize
 from core.chat.sampling import SamplingSettings
 from core.checkpoint import Checkpoint, load_checkpoint, load_weights
 from core.device import pick_device
@@ -160,14 +161,15 @@ class Generator:
         self.checkpoint: Checkpoint | None = None
 
     @classmethod
-    def from_checkpoint(cls, path: Path, device: str = "auto") -> Generator:
+    def from_checkpoint(cls, path: Path, device: str = "auto", dtype: str = "f32") -> Generator:
+        """The checkpoint at `path`, ready on `device` with its weights at `dtype` (core/chat/quantize.py)."""
         ckpt = load_checkpoint(path)
         model = GPT(ckpt.config)
         load_weights(model, ckpt.state, path)
         device = pick_device(device)
         if device.type == "cpu":
             column_major(model)
-        generator = cls(model, ckpt.tokenizer, device)
+        generator = cls(quantize(model.to(device), dtype), ckpt.tokenizer, device)
         generator.checkpoint = ckpt
         return generator
 

@@ -197,7 +197,10 @@ def _finish(plan: Plan, steps: int, minutes: float | None, vocab_why: str, speed
     ))  # fmt: skip
     probes = ", ".join(f"depth {d}" for d in sorted(speeds.known))
     plan.probed = sorted(speeds.known)
-    why.append(("speed", f"{plan.tokens_per_s:,.0f} tokens/s", f"measured on {speeds.probe.machine.name} ({probes})"))
+    busy = "; other work held the cores, so it is not kept: plan again when quiet" if speeds.probe.busy else ""
+    why.append(
+        ("speed", f"{plan.tokens_per_s:,.0f} tokens/s", f"measured on {speeds.probe.machine.name} ({probes}){busy}")
+    )
 
 
 def plan_for(workspace: Workspace, settings: dict[str, Any], fresh: bool = False) -> Plan:

@@ -4,7 +4,9 @@ A probe builds the model, runs WARM_STEPS untimed steps (allocation, kernel choi
 MIN_SECONDS or MAX_STEPS, on random tokens, with the trainer's optimizer and autocast. The speed is that of the
 lower quartile of the steps' times, since another process slows some steps and not others. It (training
 tokens a second) is kept in `cache_dir()/probe.json` under a key naming the device, torch, the threads, the
-precision and the shape, so that the second plan on a machine measures nothing. A damaged cache is set aside
+precision and the shape, so that the second plan on a machine measures nothing; unless other processes held
+the cores meanwhile (our threads waited for a CPU, as Linux counts it), since a contended probe can be 100x
+slow and would misplan every later run: such a speed serves its own plan only. A damaged cache is set aside
 (measured again and rewritten); it never stops a plan. Nothing here imports torch until a probe runs, so
 that a plan whose speeds are all cached answers in well under a second.
 """
@@ -29,6 +31,7 @@ from core.errors import SLMError
 from core.workspace import cache_dir
 
 WARM_STEPS, MIN_TIMED, MAX_STEPS, MIN_SECONDS = 2, 4, 20, 0.6
+BUSY_WAIT = 0.2  # seconds our threads waited for a CPU per second of probe, beyond which the machine was busy
 MAX_ENTRIES = 512  # the cache keeps the newest this many
 
 
@@ -146,27 +149,52 @@ def measure(model: ModelConfig, train: TrainConfig, machine: Machine) -> float:
             torch.cuda.empty_cache()
 
 
+def cpu_wait() -> float:
+    """Seconds this process's threads have spent ready to run but waiting for a CPU (Linux's schedstat; 0
+    elsewhere, where a busy machine goes unnoticed)."""
+    total = 0
+    for stat in Path("/proc/self/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
+
+
 class Probe:
     """Measured speeds on one machine, from the cache where they are known (`measured`: how many were not)."""
 
     def __init__(
-        self, machine: Machine, path: Path | None = None, fresh: bool = False, measure: Callable = measure
+        self,
+        machine: Machine,
+        path: Path | None = None,
+        fresh: bool = False,
+        measure: Callable = measure,
+        waited: Callable[[], float] = cpu_wait,
     ) -> None:
-        self.machine, self.path, self._measure = machine, path or cache_dir() / "probe.json", measure
+        self.machine, self.path, self._measure, self._waited = (
+            machine,
+            path or cache_dir() / "probe.json",
+            measure,
+            waited,
+        )
         self.entries = {} if fresh else read_cache(self.path)
         self.measured = 0
+        self.busy: set[str] = set()  # keys measured while other work held the cores: used now, never cached
 
     def speed(self, model: ModelConfig, train: TrainConfig) -> float:
-        """Training tokens a second of `model` at `train`'s batch on this machine."""
+        """Training tokens a second of `model` at `train`'s batch on this machine. A speed measured while other
+        processes kept this one waiting for the CPU serves this plan only: cached, it would misplan later ones."""
         key = self.machine.key(model, train.batch_size)
         if key not in self.entries:
+            waited, start = self._waited(), time.perf_counter()
             self.entries[key] = self._measure(model, train, self.machine)
             self.measured += 1
+            if self._waited() - waited > BUSY_WAIT * (time.perf_counter() - start):
+                self.busy.add(key)
             self._save()
         return self.entries[key]
 
     def _save(self) -> None:
-        kept = dict(list(self.entries.items())[-MAX_ENTRIES:])
+        kept = {k: v for k, v in list(self.entries.items())[-MAX_ENTRIES:] if k not in self.busy}
         with contextlib.suppress(OSError, SLMError):  # a read-only cache costs a probe next time, nothing more
             atomic.write_json(self.path, read_cache(self.path) | kept)  # another process's probes stay
 

@@ -68,6 +68,16 @@ def test_full_cli_journey(workspace, capsys) -> None:
     exact, quantized = (float(line.split(" bits/byte")[0].split()[-1]) for line in out.strip().splitlines()[1:3])
     change = float(out.split("bits/byte (")[1].split("%")[0])
     assert code == 0 and quantized != exact and abs(change - 100 * (quantized / exact - 1)) < 0.01
+    code, out, _ = run_slm(
+        ws, "eval", "cli/final", "--file", str(workspace.data_dir / "b.md"), "--dtype", "int8", capsys=capsys
+    )
+    assert code == 0 and "int8 (as `generate --dtype int8` runs it)" in out
+    int8 = float(out.strip().splitlines()[2].split(" bits/byte")[0].split()[-1])
+    assert int8 != exact and abs(int8 / exact - 1) < 0.02
+    code, out, err = run_slm(
+        ws, "generate", "cli", "--prompt", "The cat", "--max-tokens", "5", "--dtype", "int8", capsys=capsys
+    )
+    assert code == 0 and out.startswith("The cat"), err
 
     code, out, _ = run_slm(ws, "checkpoints", capsys=capsys)
     assert code == 0 and "cli/final" in out and "cli/best" in out

@@ -20,7 +20,7 @@ def cmd_generate(args: argparse.Namespace, ws) -> None:
     from core.listing import resolve_checkpoint
 
     path = resolve_checkpoint(ws, args.checkpoint)
-    gen = Generator.from_checkpoint(path, args.device)
+    gen = Generator.from_checkpoint(path, args.device, args.dtype)
     settings = SamplingSettings(**collect(args, SAMPLING_FLAGS))
     print(f"[{path}]", file=sys.stderr)
     if args.interactive:
@@ -84,16 +84,19 @@ def cmd_eval(args: argparse.Namespace, ws) -> None:
     result = evaluate_file(gen.model, gen.tokenizer, args.file, max_tokens=args.max_tokens)
     print(f"{path}: {args.file}")
     print(f"loss {result.loss:.4f} | perplexity {result.ppl:.2f} | {result.bpb:.4f} bits/byte | {result.tokens} tokens")
-    if args.dtype:
+    if args.dtype == "int8":
+        model, what = Generator.from_checkpoint(path, args.device, "int8").model, "as `generate --dtype int8` runs it"
+    elif args.dtype:
         from core.checkpoint import load_weights
         from core.export.gguf import weights_as_exported
         from core.model import GPT
 
-        model = GPT(gen.checkpoint.config)
+        model, what = GPT(gen.checkpoint.config), f"the weights of a GGUF export as {args.dtype}"
         load_weights(model, weights_as_exported(gen.checkpoint, args.dtype), path)
+    if args.dtype:
         quantized = evaluate_file(model.to(gen.device).eval(), gen.tokenizer, args.file, max_tokens=args.max_tokens)
         change = 100 * (quantized.bpb / result.bpb - 1)
-        print(f"{args.dtype} (the weights of a GGUF export as {args.dtype}): loss {quantized.loss:.4f} | "
+        print(f"{args.dtype} ({what}): loss {quantized.loss:.4f} | "
               f"{quantized.bpb:.4f} bits/byte ({change:+.2f}% against f32)")  # fmt: skip
 
 
@@ -158,14 +161,15 @@ def cmd_serve(args: argparse.Namespace, ws) -> None:
 
     api_key = args.api_key or os.environ.get("SLM_API_KEY") or None
     path = resolve_checkpoint(ws, args.checkpoint)
-    gen = Generator.from_checkpoint(path, args.device)
+    gen = Generator.from_checkpoint(path, args.device, args.dtype)
     name = label(path)
     parallel = args.parallel or default_parallel(gen.config, gen.device)
     limits = ServeLimits(parallel=parallel, max_tokens=args.max_tokens, max_queue=args.max_queue)
     app = create_app(gen, name, api_key, limits)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    print(f"serving {name} at http://{args.host}:{args.port}/v1, {parallel} at once (Ctrl-C stops)", file=sys.stderr)
+    at = f"{parallel} at once, {args.dtype} weights"
+    print(f"serving {name} at http://{args.host}:{args.port}/v1, {at} (Ctrl-C stops)", file=sys.stderr)
     run_server(app, args.host, args.port)
 
 

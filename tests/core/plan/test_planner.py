@@ -31,7 +31,7 @@ class FakeSpeed:
 
 
 def probe(tmp_path, speed: FakeSpeed) -> Probe:
-    return Probe(CPU, tmp_path / "probe.json", measure=speed)
+    return Probe(CPU, tmp_path / "probe.json", measure=speed, waited=lambda: 0.0)  # a quiet machine
 
 
 def test_a_bigger_budget_plans_a_bigger_model_near_the_fitted_tokens_per_parameter(tmp_path) -> None:
@@ -71,6 +71,17 @@ def test_the_second_plan_measures_nothing_and_a_damaged_cache_is_measured_again(
     (tmp_path / "probe.json").write_text("{not json", encoding="utf-8")
     assert make_plan(1_000_000, probe(tmp_path, speed), minutes=1).model == first.model
     assert len(speed.calls) > asked and read_cache(tmp_path / "probe.json")  # measured again, written back
+
+
+def test_a_speed_measured_on_a_busy_machine_serves_its_plan_and_is_not_cached(tmp_path) -> None:
+    clock = iter(range(0, 10**6, 10))  # each reading: 10 s more waiting for a CPU than the probe took
+    busy = Probe(CPU, tmp_path / "probe.json", measure=FakeSpeed(), waited=lambda: float(next(clock)))
+    plan = make_plan(1_000_000, busy, minutes=1)
+    assert busy.measured and busy.busy and not read_cache(tmp_path / "probe.json")
+    assert "not kept: plan again when quiet" in dict((s, w) for s, _, w in plan.reasons)["speed"]
+    quiet = Probe(CPU, tmp_path / "probe.json", measure=FakeSpeed(), waited=lambda: 0.0)
+    assert make_plan(1_000_000, quiet, minutes=1).model == plan.model and quiet.measured and not quiet.busy
+    assert len(read_cache(tmp_path / "probe.json")) == quiet.measured  # measured again, and kept this time
 
 
 def test_the_cache_keeps_only_positive_finite_speeds(tmp_path) -> None:
