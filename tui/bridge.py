@@ -50,6 +50,7 @@ class Bridge:
         self.trainer: Any = None
         self.generator: Any = None  # core.chat.generate.Generator of the chat model
         self.model_path: Path | None = None
+        self.dtype = "f32"  # the chat model's weights: f32 (exact) or int8 (core/chat/quantize.py)
         self.loading: Path | None = None  # the checkpoint being loaded for chat, if any
         self._load = 0
         self.generation_cancel = threading.Event()
@@ -242,7 +243,7 @@ class Bridge:
             from core.chat.generate import Generator
 
             try:
-                generator = Generator.from_checkpoint(Path(path), "auto")
+                generator = Generator.from_checkpoint(Path(path), "auto", self.dtype)
             finally:
                 if ticket == self._load:
                     self.loading = None

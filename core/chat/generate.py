@@ -159,6 +159,7 @@ class Generator:
         self.config = model.config
         self.stop_ids = set(tokenizer.stop_ids)
         self.checkpoint: Checkpoint | None = None
+        self.dtype = "f32"  # of the weights: f32, or int8 once quantized (core/chat/quantize.py)
 
     @classmethod
     def from_checkpoint(cls, path: Path, device: str = "auto", dtype: str = "f32") -> Generator:
@@ -170,7 +171,7 @@ class Generator:
         if device.type == "cpu":
             column_major(model)
         generator = cls(quantize(model.to(device), dtype), ckpt.tokenizer, device)
-        generator.checkpoint = ckpt
+        generator.checkpoint, generator.dtype = ckpt, dtype
         return generator
 
     # -- token loop ----------------------------------------------------------------------------

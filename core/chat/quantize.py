@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from core.chat.sampling import DTYPES
 from core.errors import SLMError
 from core.model import GPT
 
-DTYPES = ("f32", "int8")  # generation's weight types; f32 is exact
 INT8_BLOCK = 32  # the kernel wants input widths in multiples of this; a narrower matrix stays fp32
 
 
@@ -48,7 +48,7 @@ def quantize(model: GPT, dtype: str) -> GPT:
     if dtype == "f32":
         return model
     if model.embed.weight.device.type != "cpu":
-        raise SLMError("--dtype int8 is for generation on a CPU: use --device cpu, or f32 on this device")
+        raise SLMError(f"int8 weights are for generation on a CPU: use f32 on {model.embed.weight.device.type}")
     if not hasattr(torch, "_weight_int8pack_mm"):
         raise SLMError(f"int8 generation needs PyTorch's int8 kernel, which torch {torch.__version__} lacks")
     owners = [(b.attn, "qkv") for b in model.blocks] + [(b.attn, "proj") for b in model.blocks]

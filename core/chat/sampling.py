@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from core.config import option
 from core.errors import check
 
+DTYPES = ("f32", "int8")  # generation's weight types (core/chat/quantize.py); f32 is exact
+
 
 @dataclass
 class SamplingSettings:

@@ -31,6 +31,10 @@ SLASH_COMMANDS: list[tuple[str, str]] = [
     ("/model NAME", "chat with another checkpoint: RUN, RUN/best|final|latest or a folder"),
     ("/models", "pick a checkpoint from a list (also F2)"),
     ("/params", "the sampling settings and the model's figures"),
+    (
+        "/dtype f32|int8",
+        "the model's weights: f32 (exact) or int8 (CPU, faster; `slm eval --dtype int8` shows its cost)",
+    ),
     ("/retry", "generate the last reply again; then /pick says which of the two is better"),
     ("/rate +|-", "rate the last reply good or bad (also + and - outside the prompt); slm dpo learns from ratings"),
     ("/pick 1|2", "after /retry: the earlier reply (1) or the new one (2) is the better; keeps that one"),

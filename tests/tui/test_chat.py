@@ -161,6 +161,25 @@ async def test_help_params_and_unknown_commands_answer_in_the_log(chat_ws) -> No
         assert notes(screen)[-1] == "unknown command /frob: /help lists the commands"
 
 
+async def test_dtype_reloads_the_model_with_int8_weights_and_replies_go_on(chat_ws) -> None:
+    from core.chat.quantize import Int8Linear
+
+    app = StudioApp(chat_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_chat(app, pilot)
+        first = app.bridge.generator
+        await write(pilot, "/dtype int4")
+        assert "/dtype f32|int8: choose f32 or int8, not 'int4'" in notes(screen)[-1] and app.bridge.generator is first
+        await write(pilot, "/dtype int8")
+        await wait_until(pilot, lambda: app.bridge.generator is not first and app.bridge.loading is None)
+        assert isinstance(app.bridge.generator.model.lm_head, Int8Linear)
+        await write(pilot, "/params")
+        assert "int8 weights" in notes(screen)[-1]
+        await write(pilot, "/max 4")
+        await send(pilot, screen, "The cat")
+        assert screen.session.messages[-1]["role"] == "assistant"
+
+
 async def test_reset_clears_the_conversation(chat_ws) -> None:
     app = StudioApp(chat_ws)
     async with app.run_test(size=SIZE) as pilot:

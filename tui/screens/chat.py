@@ -19,6 +19,7 @@ from textual.widgets import Footer, Header, Input
 
 from core import atomic
 from core.chat.feedback import FeedbackDB
+from core.chat.sampling import DTYPES
 from core.chat.session import (
     NO_MODEL,
     SAMPLING,
@@ -303,6 +304,17 @@ class ChatScreen(Screen):
     async def command_models(self, arg: str) -> None:
         await self.action_models()
 
+    async def command_dtype(self, arg: str) -> None:
+        if arg not in DTYPES:
+            raise SLMError(f"choose {' or '.join(DTYPES)}, not {arg!r}")
+        bridge = self.app.bridge
+        bridge.dtype = arg
+        if bridge.model_path is None:
+            self.note(f"models will load with {arg} weights")
+            return
+        self.note(f"loading {label(bridge.model_path)} with {arg} weights…")
+        bridge.load_model(bridge.model_path)
+
     async def command_params(self, arg: str) -> None:
         lines = self.session.params_lines()
         generator = self.app.bridge.generator
@@ -314,7 +326,7 @@ class ChatScreen(Screen):
                 f"context {config.context} tokens ({min(self.session.used, config.context)} used) · vocabulary "
                 f"{generator.tokenizer.vocab_size} · step {meta.get('step', 0)}"
                 + (f" · val loss {val:.3f}" if val is not None else "")
-                + f" · on {generator.device}"
+                + f" · on {generator.device}, {generator.dtype} weights"
             )
         self.note("\n".join(lines))
 
