@@ -170,12 +170,8 @@ class Probe:
         measure: Callable = measure,
         waited: Callable[[], float] = cpu_wait,
     ) -> None:
-        self.machine, self.path, self._measure, self._waited = (
-            machine,
-            path or cache_dir() / "probe.json",
-            measure,
-            waited,
-        )
+        self.machine, self.path = machine, path or cache_dir() / "probe.json"
+        self._measure, self._waited = measure, waited
         self.entries = {} if fresh else read_cache(self.path)
         self.measured = 0
         self.busy: set[str] = set()  # keys measured while other work held the cores: used now, never cached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.chat.sampling import SamplingSettings
+from core.chat.sampling import DTYPES, SamplingSettings
 from core.config import DPO_TRAIN, PRESETS, SFT_TRAIN, ModelConfig, TrainConfig
 from core.merge.pipeline import CONTINUE_LR
 from core.merge.weights import MergeOptions
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _dtype_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
-        choices=["f32", "int8"],
+        choices=DTYPES,
         default="f32",
         help="weights for generation: f32 (exact, the default) or int8 (CPU: up to 4x faster decoding; "
         "`slm eval --dtype int8` shows its cost in bits/byte)",
