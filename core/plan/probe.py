@@ -31,7 +31,7 @@ from core.errors import SLMError
 from core.workspace import cache_dir
 
 WARM_STEPS, MIN_TIMED, MAX_STEPS, MIN_SECONDS = 2, 4, 20, 0.6
-BUSY_WAIT = 0.2  # seconds our threads waited for a CPU per second of probe, beyond which the machine was busy
+BUSY_WAIT = 0.05  # seconds our threads waited for a CPU per second of probe, above which it was busy (quiet: < 0.01)
 MAX_ENTRIES = 512  # the cache keeps the newest this many
 
 
