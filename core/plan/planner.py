@@ -9,7 +9,7 @@ between them, and a probe of the chosen depth itself, so that the expected speed
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.config import ModelConfig, TrainConfig, count_params
@@ -18,7 +18,8 @@ from core.errors import SLMError
 from core.plan.probe import Machine, Probe, ProbeOutOfMemory, machine_device
 from core.plan.rules import (
     COMPILE_FROM_MINUTES,
-    DROPOUT_TESTED,
+    DROPOUT,
+    DROPOUT_FROM_EPOCHS,
     PROBE_DEPTHS,
     TOKENS_PER_PARAM,
     TRAIN_SHARE,
@@ -143,6 +144,8 @@ def _finish(plan: Plan, steps: int, minutes: float | None, vocab_why: str, speed
         t |= {"max_steps": steps}
     budget_minutes = minutes or plan.seconds / 60
     t["compile"] = budget_minutes >= COMPILE_FROM_MINUTES.get(speeds.probe.machine.kind, math.inf)
+    if plan.epochs >= DROPOUT_FROM_EPOCHS:
+        plan.model = m = replace(m, dropout=DROPOUT)
     ratio = plan.tokens / compute_params(m)
     why = plan.reasons
     why.append(
@@ -178,8 +181,9 @@ def _finish(plan: Plan, steps: int, minutes: float | None, vocab_why: str, speed
     )
     why.append((
         "regularisation",
-        f"weight decay {t['weight_decay']}, no dropout",
-        f"dropout 0.1 cost 0.03-0.05 bits/byte at {DROPOUT_TESTED} epochs in minutes (bench/PLANNER.md)",
+        f"weight decay {t['weight_decay']}, " + (f"dropout {m.dropout:g}" if m.dropout else "no dropout"),
+        f"dropout {DROPOUT:g} from {DROPOUT_FROM_EPOCHS} epochs on: it won 0.21 bits/byte at 23 epochs and lost "
+        "0.03-0.05 at 10 and 16 (bench/PLANNER.md)",
     ))  # fmt: skip
     why.append(
         (

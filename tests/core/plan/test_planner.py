@@ -58,6 +58,8 @@ def test_a_token_budget_sets_the_steps_and_the_epochs_follow_the_corpus(tmp_path
     roomy = make_plan(500_000_000, probe(tmp_path, FakeSpeed()), max_tokens=2_000_000)
     assert plan.epochs == pytest.approx(2_000_000 / (200_000 * 0.9 / 4), rel=0.01) and roomy.epochs < 0.1
     assert roomy.model.vocab_size > plan.model.vocab_size  # a big corpus gets a bigger vocabulary
+    assert plan.epochs > 20 and plan.model.dropout == 0.1 and roomy.model.dropout == 0.0  # many epochs: dropout
+    assert "dropout 0.1" in dict((s, v) for s, v, _ in plan.reasons)["regularisation"]
     assert any(value.startswith(f"{plan.tokens:,} ({plan.epochs:.1f} epochs)") for _, value, _ in plan.reasons)
 
 
