@@ -357,7 +357,7 @@ class BatchDecoder:
 
     def __init__(self, model: GPT, cache: KVCache) -> None:
         self.model, self.cache, self.config = model, cache, model.config
-        self.blocks = layer_weights(model)
+        self.blocks, self.head = layer_weights(model), matrix(model.lm_head)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Feed tokens (R,) at positions (R,) of rows 0..R-1; the logits (R, vocab) for each next token."""
@@ -384,4 +384,4 @@ class BatchDecoder:
             x = _addmm(x, y.view(rows, -1), proj_w)
             gate, up = _linear(F.rms_norm(x, width, mlp_norm, eps), gate_up_w).split(hidden, dim=-1)
             x = _addmm(x, F.silu(gate).mul_(up), down_w)
-        return _linear(F.rms_norm(x, width, model.norm.weight, eps), matrix(model.lm_head)).float()
+        return _linear(F.rms_norm(x, width, model.norm.weight, eps), self.head).float()

@@ -85,7 +85,11 @@ def cmd_eval(args: argparse.Namespace, ws) -> None:
     print(f"{path}: {args.file}")
     print(f"loss {result.loss:.4f} | perplexity {result.ppl:.2f} | {result.bpb:.4f} bits/byte | {result.tokens} tokens")
     if args.dtype == "int8":
-        model, what = Generator.from_checkpoint(path, args.device, "int8").model, "as `generate --dtype int8` runs it"
+        import copy
+
+        from core.chat.quantize import quantize
+
+        model, what = quantize(copy.deepcopy(gen.model), "int8"), "as `generate --dtype int8` runs it"
     elif args.dtype:
         from core.checkpoint import load_weights
         from core.export.gguf import weights_as_exported
