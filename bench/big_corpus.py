@@ -111,7 +111,8 @@ def first_step(ws: Workspace) -> Trainer:
 
 
 def compare(ws: Workspace, tokenizer: Tokenizer, megabytes: int) -> None:
-    """HF encode_batch against ours on the same pieces, A B A B; the ids must agree."""
+    """HF encode_batch against ours on the same pieces, A B A B, each making the ids one uint32 array (as the
+    token files hold them); the ids must agree."""
     pieces, size = [], 0
     for _, text in Corpus.scan(ws.data_dir).split(0.0, 0):
         for piece in _pieces(text or ""):
@@ -125,19 +126,20 @@ def compare(ws: Workspace, tokenizer: Tokenizer, megabytes: int) -> None:
     workers = os.cpu_count() or 1
     for _ in range(2):
         start = time.perf_counter()
-        results["hf"] = [i for batch in batches for ids in tokenizer.encode_batch(batch) for i in ids]
+        ids = (i for batch in batches for one in tokenizer.encode_batch(batch) for i in one)
+        results["hf"] = np.fromiter(ids, np.uint32)
         times["hf"].append(time.perf_counter() - start)
         start = time.perf_counter()
         with Encoder(tokenizer.to_json(), workers) as encoder:
             futures = [encoder.submit(batch) for batch in batches]
-            results["ours"] = np.concatenate([f.result()[0] for f in futures]).tolist()
+            results["ours"] = np.concatenate([f.result()[0] for f in futures])
         times["ours"].append(time.perf_counter() - start)
     mb = size / 1e6
     hf, ours = (mb / min(times[k]) for k in ("hf", "ours"))
     print(f"encoding {mb:.0f} MB with the run's tokenizer (best of 2, A B A B):")
     print(f"  HF encode_batch  {hf:6.1f} MB/s")
     print(f"  ours, {workers} procs   {ours:6.1f} MB/s  ({ours / hf:.1f}x, processes started inside the timing)")
-    print(f"  same ids: {results['hf'] == results['ours']}")
+    print(f"  same ids: {np.array_equal(results['hf'], results['ours'])}")
 
 
 def main() -> None:

@@ -24,11 +24,20 @@ def unicode_text(seed: int, n: int = 6000) -> str:
     return "".join(rng.choice(alphabet) if rng.random() < 0.8 else rng.choice(words) for _ in range(n))
 
 
+def ascii_spaced_text(seed: int, n: int = 8000) -> str:
+    """Text whose only whitespace is ASCII, in every arrangement, with letters of other scripts: the byte path."""
+    rng = random.Random(seed)
+    spaces = " \t\n\v\f\r\x1c\x1f"
+    words = ["a", "1,", "'s", "don't", "日本語", "🙂", "x" * 30, "élan", "\r\n", "\n\n\n", "  ", " \n", "\n "]
+    return "".join(rng.choice(spaces) if rng.random() < 0.4 else rng.choice(words) for _ in range(n))
+
+
 @pytest.fixture(scope="module")
 def tok():
     windows = make_text(200, seed=2).replace("\n", "\r\n")  # so that "\r\n" and "\n\n\n" are tokens of their own
     gaps = make_text(200, seed=3).replace("\n\n", "\n\n\n\n")
-    return train_tokenizer([make_text(300, seed=1), unicode_text(0), windows, gaps], vocab_size=600)
+    texts = [make_text(300, seed=1), unicode_text(0), windows, gaps, ascii_spaced_text(0, 20000)]
+    return train_tokenizer(texts, vocab_size=800)  # runs of whitespace of every kind are tokens of their own
 
 
 def reference(hf, texts: list[str]) -> tuple[list[int], list[int]]:
@@ -61,7 +70,7 @@ def test_a_full_table_starts_afresh_and_stays_right(tok, monkeypatch) -> None:
     for seed in range(3):
         texts = [make_text(40, seed=seed), unicode_text(seed, 500)]
         assert enc.encode(texts)[0].tolist() == reference(tok.hf, texts)[0]
-        assert len(enc.index) <= max(50, len(set(texts[0].split()) | set(texts[1].split())) * 4)
+        assert enc.size <= max(50, len(set(texts[0].split()) | set(texts[1].split())) * 4)
 
 
 def test_a_tokenizer_that_splits_otherwise_is_encoded_by_itself(tok) -> None:
@@ -87,3 +96,23 @@ def test_texts_encode_alike_in_worker_processes_and_a_dead_one_is_a_one_line_err
         pool._pool[0].process.kill()
         with pytest.raises(SLMError, match="an encoding process stopped"):
             pool.submit(texts).result(timeout=60)
+
+
+def test_text_with_only_ascii_whitespace_is_cut_on_its_bytes_to_the_same_ids(tok) -> None:
+    enc = WordEncoder(tok.to_json())
+    texts = [ascii_spaced_text(seed) for seed in range(4)] + ["", " ", "x", "a\r\nb", "", "\n", "ab \n", "\r\n a"]
+    texts += [make_text(40, seed=5), make_text(40, seed=6).replace("\n", "\r\n"), "a\n\nb\n\n\nc  d \n"]
+    ids, lengths = enc.encode(texts)
+    assert (ids.tolist(), lengths.tolist()) == reference(tok.hf, texts)
+    assert enc.chunks.count > 100 and all(isinstance(k, bytes) for k in enc.index)  # long chunks only
+    mixed = [texts[0], unicode_text(11, 800), "", texts[3], "<|endoftext|> a b"]  # both paths in one batch
+    ids, lengths = enc.encode(mixed)
+    assert (ids.tolist(), lengths.tolist()) == reference(tok.hf, mixed)
+
+
+def test_the_utf8_pattern_finds_every_whitespace_character_above_ascii() -> None:
+    from core.tokenizer.chunks import UNICODE_SPACE, WHITESPACE
+
+    found = [c for c in range(0x80, 0x110000) if not 0xD800 <= c < 0xE000 and UNICODE_SPACE.search(chr(c).encode())]
+    assert found == [c for c in range(0x80, 0x110000) if chr(c).isspace()]
+    assert WHITESPACE.nonzero()[0].tolist() == [c for c in range(128) if chr(c).isspace()]
