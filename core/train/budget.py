@@ -12,6 +12,7 @@ from __future__ import annotations
 EVALS = 8  # validation points a budgeted run gets at the least, the last at its very end
 CLOCK_SHARE = 0.05  # of the budget, at most, for the evaluations the clock adds
 MIN_TOKENS = 2048  # the fewest validation tokens such an evaluation scores
+SPEED_KNOWN_AT = 3  # the step whose time tells whether the budget outlasts the warmup (earlier ones warm up)
 
 
 class Budget:
@@ -57,3 +58,16 @@ class Budget:
     def measured(self, tokens: int, seconds: float) -> None:
         """An evaluation scored `tokens` in `seconds`."""
         self.eval_rate = tokens / seconds if seconds > 0 else self.eval_rate
+
+    def short_of_warmup(self, step: int, elapsed: float, step_time: float, warmup_steps: int) -> str | None:
+        """A warning when the budget, at `step_time` seconds a step, ends before the learning-rate warmup does
+        (a preset too big for the minutes on this machine: `small` on a CPU makes a few dozen steps in three)."""
+        if self.seconds is None or step_time <= 0:
+            return None
+        steps = step + int(max(0.0, self.seconds - elapsed) / step_time)
+        if steps >= warmup_steps:
+            return None
+        return (
+            f"at {step_time:.2g} s a step, {self.seconds / 60:g} minutes make about {steps} steps, fewer than the "
+            f"{warmup_steps} warmup steps: the model will barely learn (--preset auto sizes it to the minutes)"
+        )

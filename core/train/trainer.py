@@ -33,7 +33,7 @@ from core.optim import lr_factor
 from core.tokenizer.bpe import Tokenizer
 from core.tokenizer.named import train_on_corpus
 from core.train import failures, state
-from core.train.budget import Budget
+from core.train.budget import SPEED_KNOWN_AT, Budget
 from core.train.distributed import Dist, gather_weights, gradient_sync, shard_model
 from core.train.events import (
     CheckpointSaved,
@@ -397,7 +397,7 @@ class Trainer:
         self.budget = Budget(cfg.max_minutes, cfg.eval_tokens, self.elapsed, not self.dist.active)  # goes on if resumed
         step_time = None
         step_tokens = self.tokens_per_step * self.dist.world
-        done = False
+        done, first_step = False, self.step
         while True:
             stopped = self._agree()
             if self.progress() >= 1.0:
@@ -423,6 +423,9 @@ class Trainer:
             eta = self.elapsed * (1 - progress) / progress if 0 < progress < 1 else 0.0
             rate, shown = step_tokens / step_time, min(progress, 1.0)
             self.emit(StepMetrics(self.step, loss, lr, self.tokens_seen, rate, self.elapsed, shown, eta, grad_norm))
+            known = self.step == first_step + SPEED_KNOWN_AT  # the first steps pay for warming up and compiling
+            if known and (warning := self.budget.short_of_warmup(self.step, self.elapsed, dt, cfg.warmup_steps)):
+                self.emit(Notice(warning, "warning"))
             done = progress >= 1.0
             own = self.step % cfg.eval_interval == 0 or done
             if own or self.budget.eval_due(self.elapsed):

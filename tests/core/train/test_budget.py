@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.train.budget import EVALS, Budget
-from core.train.events import EvalMetrics
+from core.train.events import EvalMetrics, Notice
 from core.train.trainer import Trainer
 
 
@@ -41,3 +41,16 @@ def test_the_evaluations_the_clock_adds_stay_within_their_share_of_the_budget() 
     assert Budget(1.0, eval_tokens=1024).eval_tokens() == 1024 and Budget(None, 65536).eval_tokens() == 65536
     budget.measured(tokens=8192, seconds=100.0)
     assert budget.eval_tokens() == 2048  # never fewer
+
+
+def test_a_budget_that_ends_inside_the_warmup_is_told_once(workspace, tiny_configs) -> None:
+    budget = Budget(minutes=3.0, eval_tokens=65536)
+    warning = budget.short_of_warmup(step=3, elapsed=7.5, step_time=2.5, warmup_steps=100)
+    assert warning is not None and "about 72 steps, fewer than the 100 warmup steps" in warning
+    assert budget.short_of_warmup(3, 7.5, 2.5, warmup_steps=72) is None
+    assert Budget(None, 65536).short_of_warmup(3, 7.5, 2.5, 100) is None
+    for warmup, told in ((1_000_000, 1), (1, 0)):
+        events: list = []
+        model, train = tiny_configs(max_steps=20, max_minutes=0.05, warmup_steps=warmup, eval_interval=100)
+        Trainer(workspace, f"w{warmup}", model, train, events.append).run()
+        assert sum(isinstance(e, Notice) and "warmup steps" in e.message for e in events) == told
