@@ -1,12 +1,12 @@
-"""Corpus text cut into independently encodable chunks, on its UTF-8 bytes, in numpy: the encoder's fast path.
+"""Corpus text cut into independently encodable chunks on its UTF-8 bytes, in numpy: the encoder's fast path.
 
 `cut` finds the chunk starts of `WordEncoder`'s text path (core/tokenizer/encoder.py): before a space that a
 character other than whitespace follows, after a line break that stands alone between two such characters,
 and between the two characters of such a "\\r\\n"; and one more, before whitespace that follows such a
 character (no alternative of GPT-2's pattern matches one and then the other), so " word\\n" is the chunks
-" word" and "\\n", and the table keeps fewer distinct chunks. It works on texts whose only whitespace is
-ASCII (other texts take the text path), so one byte says whether a character is whitespace, and a cut
-always falls on an ASCII byte: every chunk is whole UTF-8.
+" word" and "\\n", and the table keeps fewer distinct chunks. A whitespace character above ASCII
+(a no-break space, an ideographic space) marks all its bytes as whitespace, so the byte before or after a
+character says what that character is, and a cut always falls on an ASCII byte: every chunk is whole UTF-8.
 
 `ChunkTable` maps chunks of up to 15 bytes to rows of the encoder's id table. Such a chunk packs exactly into
 two 64-bit words (its bytes, zero-padded, and its length in the last byte), so a batch's lookups are a few
@@ -43,6 +43,9 @@ def cut(buffer: bytes, text_ends: np.ndarray) -> np.ndarray:
     last = np.zeros(n, bool)
     last[text_ends[whole] - 1] = True
     word = ~WHITESPACE[b]
+    if not buffer.isascii():
+        for space in UNICODE_SPACE.finditer(buffer):  # every byte of a wider whitespace character
+            word[space.start() : space.end()] = False
     word_after = _earlier(word, 1) & ~last
     word_before = _later(word, 1) & ~first
     word_two_before = _later(word, 2) & ~first & ~_later(first, 1)

@@ -5,10 +5,10 @@ that pattern a space followed by a character that is not whitespace always start
 " 42", " ,"), and so does the character after a line break that stands alone between two such characters: text
 cut there gives chunks whose ids never depend on their neighbours. `WordEncoder` cuts text there, encodes each
 distinct chunk once through the tokenizer itself, and looks every later one up: corpus text repeats its words,
-so nearly all the work becomes a lookup per word and one numpy gather per batch. Text whose only whitespace is
-ASCII, nearly all of a corpus, is cut and looked up on its UTF-8 bytes in numpy (core/tokenizer/chunks.py),
-ten times sooner than `encode_batch`; other text is cut on its characters (mostly with `str.split`) and
-looked up in a dictionary. Python's `\\s` holds every character the tokenizer's `\\s` does (and `\\x1c`-`\\x1f`
+so nearly all the work becomes a lookup per word and one numpy gather per batch. Text is cut and looked up on its
+UTF-8 bytes in numpy (core/tokenizer/chunks.py), several times sooner than `encode_batch` on one core; text
+that holds an added token (`<|endoftext|>`) is cut on its characters (mostly with `str.split`) and looked up
+in a dictionary. Python's `\\s` holds every character the tokenizer's `\\s` does (and `\\x1c`-`\\x1f`
 besides), so a cut either path makes is always one the tokenizer makes too.
 
 A tokenizer of another kind (an imported SentencePiece one, a normaliser, added tokens that strip spaces) is
@@ -37,7 +37,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from core.data.duplicates import has_other_space
 from core.errors import SLMError
-from core.tokenizer.chunks import SHORT, UNICODE_SPACE, ChunkTable, cut, distinct, pack
+from core.tokenizer.chunks import SHORT, ChunkTable, cut, distinct, pack
 
 CUT = re.compile(r" (?=\S)")  # the space that starts a pre-token; chunks after the first keep it implicitly
 SPACE_THEN_SPACE = re.compile(r" \s| $")  # where a plain split on spaces would cut wrongly
@@ -95,15 +95,13 @@ class WordEncoder:
         return self.encode_utf8([t.encode() for t in texts])
 
     def encode_utf8(self, texts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """`encode` for texts in UTF-8. Texts whose only whitespace is ASCII and that hold no added token are
-        cut on their bytes (core/tokenizer/chunks.py); others on their characters (`_text_rows`)."""
+        """`encode` for texts in UTF-8. Texts that hold no added token are cut on their bytes
+        (core/tokenizer/chunks.py); others on their characters (`_text_rows`)."""
         if not self.fast:
             return self.encode([t.decode() for t in texts])
         if self.size > MAX_KEYS:
             self._reset()
-        bytewise = [
-            (t.isascii() or not UNICODE_SPACE.search(t)) and not any(a in t for a in self.added_utf8) for t in texts
-        ]
+        bytewise = [not any(a in t for a in self.added_utf8) for t in texts]
         if all(bytewise):
             rows, counts = self._chunk_rows(texts)
         elif not any(bytewise):

@@ -25,7 +25,7 @@ def unicode_text(seed: int, n: int = 6000) -> str:
 
 
 def ascii_spaced_text(seed: int, n: int = 8000) -> str:
-    """Text whose only whitespace is ASCII, in every arrangement, with letters of other scripts: the byte path."""
+    """ASCII whitespace in every arrangement, with letters of other scripts."""
     rng = random.Random(seed)
     spaces = " \t\n\v\f\r\x1c\x1f"
     words = ["a", "1,", "'s", "don't", "日本語", "🙂", "x" * 30, "élan", "\r\n", "\n\n\n", "  ", " \n", "\n "]
@@ -98,9 +98,14 @@ def test_texts_encode_alike_in_worker_processes_and_a_dead_one_is_a_one_line_err
             pool.submit(texts).result(timeout=60)
 
 
-def test_text_with_only_ascii_whitespace_is_cut_on_its_bytes_to_the_same_ids(tok) -> None:
+def test_text_without_added_tokens_is_cut_on_its_bytes_to_the_same_ids(tok) -> None:
     enc = WordEncoder(tok.to_json())
     texts = [ascii_spaced_text(seed) for seed in range(4)] + ["", " ", "x", "a\r\nb", "", "\n", "ab \n", "\r\n a"]
+    texts += [unicode_text(seed).replace("<|", "<") for seed in (21, 22, 23)]  # whitespace of every kind
+    texts += [
+        "a\xa0 b\u3000\nc \u2028d\r\n\x85e",
+        "".join(a + b + c for a in SPACES + "a1" for b in SPACES for c in SPACES),
+    ]
     texts += [make_text(40, seed=5), make_text(40, seed=6).replace("\n", "\r\n"), "a\n\nb\n\n\nc  d \n"]
     ids, lengths = enc.encode(texts)
     assert (ids.tolist(), lengths.tolist()) == reference(tok.hf, texts)
