@@ -125,6 +125,14 @@ async def test_a_weight_typed_on_an_entry_is_saved_and_shown_with_every_share(wo
         assert app.selection == ["stories/a.txt"]  # the studio goes on
 
 
+async def test_a_weight_on_a_file_training_skips_shows_the_error_training_gives(workspace: Workspace) -> None:
+    (workspace.data_dir / "broken.txt").write_bytes(b"\x00\xff binary")
+    (workspace.data_dir / "mix.json").write_text('{"broken.txt": 0.5}', encoding="utf-8")
+    async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        assert "mix: broken.txt has no usable text" in text_of(pilot.app, "#data-sources")
+
+
 async def test_the_validation_fraction_must_be_between_0_and_1(workspace: Workspace) -> None:
     async with StudioApp(workspace).run_test(size=(120, 40)) as pilot:
         await settled(pilot)

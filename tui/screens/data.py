@@ -214,7 +214,8 @@ class DataScreen(Screen):
         ]
         if len(picked) > len(usable):
             parts.append(f"{len(picked) - len(usable)} skipped")
-        corpus = Corpus(self.app.workspace.data_dir, sorted(usable, key=lambda f: Path(f.path).parts))
+        problems = [f for f in picked if f.error]  # so that a weight on one of them is refused, as training does
+        corpus = Corpus(self.app.workspace.data_dir, sorted(usable, key=lambda f: Path(f.path).parts), problems)
         dups = corpus.duplicates
         if dups.copies:
             parts.append(f"{counted(dups.documents, 'duplicate')} ({size(dups.bytes)}) left out")
