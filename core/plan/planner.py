@@ -182,8 +182,8 @@ def _finish(plan: Plan, steps: int, minutes: float | None, vocab_why: str, speed
     why.append((
         "regularisation",
         f"weight decay {t['weight_decay']}, " + (f"dropout {m.dropout:g}" if m.dropout else "no dropout"),
-        f"dropout {DROPOUT:g} from {DROPOUT_FROM_EPOCHS} epochs on: it won 0.21 bits/byte at 23 epochs and lost "
-        "0.03-0.05 at 10 and 16 (bench/PLANNER.md)",
+        f"dropout {DROPOUT:g} from {DROPOUT_FROM_EPOCHS} epochs on: it won 0.08-0.21 bits/byte at 20-23 epochs and "
+        "lost 0.03-0.05 at 10 and 16 (bench/PLANNER.md)",
     ))  # fmt: skip
     why.append(
         (

@@ -12,8 +12,8 @@ from core.config import ModelConfig
 
 TOKENS_PER_PARAM = 7.5  # training tokens per compute parameter at the sweep's optima (median of 5, bench/PLANNER.md)
 TRAIN_SHARE = 0.92  # of a budget that goes to steps: evaluations, the sample and saves take the rest
-DROPOUT, DROPOUT_FROM_EPOCHS = 0.1, 20  # plans of this many epochs or more train with dropout (bench/PLANNER.md):
-# it lost 0.03-0.05 bits/byte at 10 and 16 epochs, and won 0.21 at 23 (10 minutes, depth 4, tinyshakespeare)
+DROPOUT, DROPOUT_FROM_EPOCHS = 0.1, 18  # plans of this many epochs or more train with dropout (bench/PLANNER.md):
+# it lost 0.03-0.05 bits/byte at 10 and 16 epochs, and won 0.08 at 20 and 0.21 at 23 (depth 4, tinyshakespeare)
 PROBE_DEPTHS = (2, 6)  # the shapes every plan measures first
 COMPILE_FROM_MINUTES = {"cpu": 10.0, "cuda": 5.0}  # budgets from which compiling (CPU: ~7 s, 1.10x) pays off
 BASE_WIDTH, BASE_LR, BASE_ROWS = 128, 3e-3, 16  # the toy preset's width, tuned peak lr and batch

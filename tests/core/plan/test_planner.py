@@ -11,7 +11,7 @@ from core.config import ModelConfig, TrainConfig
 from core.errors import SLMError
 from core.plan.planner import make_plan
 from core.plan.probe import Machine, Probe, ProbeOutOfMemory, measure, read_cache
-from core.plan.rules import PROBE_DEPTHS, TOKENS_PER_PARAM
+from core.plan.rules import DROPOUT_FROM_EPOCHS, PROBE_DEPTHS, TOKENS_PER_PARAM
 from core.plan.shape import compute_params, flops_per_token, model_shape
 
 CPU = Machine("cpu", "auto", 2)
@@ -60,6 +60,10 @@ def test_a_token_budget_sets_the_steps_and_the_epochs_follow_the_corpus(tmp_path
     assert roomy.model.vocab_size > plan.model.vocab_size  # a big corpus gets a bigger vocabulary
     assert plan.epochs > 20 and plan.model.dropout == 0.1 and roomy.model.dropout == 0.0  # many epochs: dropout
     assert "dropout 0.1" in dict((s, v) for s, v, _ in plan.reasons)["regularisation"]
+    train_tokens = 200_000 * 0.9 / 4
+    for epochs, dropout in ((DROPOUT_FROM_EPOCHS - 0.5, 0.0), (DROPOUT_FROM_EPOCHS + 0.5, 0.1)):  # the threshold
+        near = make_plan(200_000, probe(tmp_path, FakeSpeed()), max_tokens=int(epochs * train_tokens))
+        assert near.model.dropout == dropout
     assert any(value.startswith(f"{plan.tokens:,} ({plan.epochs:.1f} epochs)") for _, value, _ in plan.reasons)
 
 
