@@ -220,8 +220,8 @@ def _lines(text: str) -> list[str]:
 
 
 def _joined(encoded: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.array([len(ids) for ids in encoded], np.int64)
-    return np.fromiter((i for ids in encoded for i in ids), np.uint32, int(lengths.sum())), lengths
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    return np.fromiter(itertools.chain.from_iterable(encoded), np.uint32, int(lengths.sum())), lengths
 
 
 class _Worker:
