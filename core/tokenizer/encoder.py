@@ -35,7 +35,6 @@ from typing import Any, BinaryIO
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 
-from core.data.duplicates import has_other_space
 from core.errors import SLMError
 from core.tokenizer.chunks import SHORT, ChunkTable, cut, distinct, pack
 
@@ -147,11 +146,6 @@ class WordEncoder:
                 if i % 2:  # an added token
                     keys.append(HEAD + segment)
                     continue
-                if _plain(segment):  # every space and line break is a cut: mark the heads of lines
-                    chunks = segment.replace("\n", "\n " + HEAD).split(" ")
-                    chunks[0] = HEAD + chunks[0]
-                    keys += chunks
-                    continue
                 for line in _lines(segment):
                     head, *rest = line.split(" ") if not SPACE_THEN_SPACE.search(line) else CUT.split(line)
                     if head:
@@ -187,15 +181,6 @@ class WordEncoder:
         self.lengths = np.concatenate([self.lengths, lengths])
         self.flat = np.concatenate([self.flat, flat])
         return np.arange(first, self.size)
-
-
-def _plain(text: str) -> bool:
-    """Whether every space and every line break of `text` may be cut at: its only whitespace is spaces and line
-    breaks, no space is followed by whitespace or ends it, and no line break has a space beside it, makes three
-    in a row, or two at the end (each of those whitespace runs is one pre-token, or ends in one)."""
-    if has_other_space(text) or "  " in text or " \n" in text or "\n " in text or "\n\n\n" in text:
-        return False
-    return not text.endswith((" ", "\n\n"))
 
 
 def _lines(text: str) -> list[str]:
